@@ -1,0 +1,254 @@
+"""The ``edged`` command: thin commands over library code, errors turned into exit codes."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import msgspec
+import typer
+
+from edged.codec import encode_json_text
+from edged.config import DEFAULT_CONFIG_PATH, Config, demo_config, load_config
+from edged.connection import TRANSIENT_ERRORS, describe_target, make_client
+from edged.errors import (
+    EXIT_FAILURE,
+    ConfigError,
+    EdgedError,
+    RedisUnavailable,
+    UsageError,
+)
+from edged.handlers import build_handler
+from edged.logs import setup_logging
+from edged.state import read_record
+
+app = typer.Typer(
+    name="edged",
+    help="Redis Streams edge daemon: consume, reclaim, dead-letter, inspect.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+config_app = typer.Typer(help="Check or print the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c",
+        help="Config file [default: $EDGED_CONFIG, then /etc/edged/edged.toml].",
+        show_default=False,
+    ),
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url", help="Redis URL overriding the config [env: EDGED_REDIS_URL]. "
+        "Put no password here: argv is visible to every user; use password-file.",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+log = logging.getLogger("edged.cli")
+
+
+def exits(fn: F) -> F:
+    """Turn edged's domain errors into one line on stderr and their exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EdgedError as exc:
+            typer.echo(f"edged: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config_path(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("EDGED_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def resolve_connection(config: Path | None, url: str | None) -> tuple[Config, str | None]:
+    """The config to use and the URL override: --url, $EDGED_REDIS_URL, else the embedded one."""
+    path = _config_path(config)
+    cfg = load_config(path) if path is not None else Config()
+    url = url or os.environ.get("EDGED_REDIS_URL")
+    if url is None and path is None:
+        record = read_record()
+        if record is not None:
+            url = record.url
+    return cfg, url
+
+
+def check_handlers(cfg: Config) -> None:
+    for i, s in enumerate(cfg.streams):
+        build_handler(s, i)
+
+
+# --------------------------------------------------------------------------- start
+
+
+@app.command()
+@exits
+def start(
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    embedded: Annotated[
+        bool, typer.Option("--embedded", help="Run the bundled valkey-server and use it.")
+    ] = False,
+    log_format: Annotated[str, typer.Option(help="text or json.")] = "text",
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run the daemon in the foreground (systemd runs it the same way)."""
+    from edged.daemon import Daemon
+
+    if log_format not in ("text", "json"):
+        raise UsageError(f"--log-format must be text or json, not {log_format!r}")
+    setup_logging(log_format, log_level)
+    path = _config_path(config)
+    if path is None and not embedded:
+        raise ConfigError(
+            f"no config: give -c FILE, set $EDGED_CONFIG, create {DEFAULT_CONFIG_PATH}, "
+            "or try --embedded"
+        )
+    cfg = load_config(path) if path is not None else demo_config()
+    if not cfg.streams:
+        raise ConfigError(f"{path}: no [[streams]] to consume")
+    url = url or os.environ.get("EDGED_REDIS_URL")
+    daemon = Daemon.build(cfg, url)  # handlers are imported here: a bad one exits 78
+    if embedded:
+        from edged.embedded import embedded_server
+
+        with embedded_server() as embedded_url:
+            daemon = Daemon.build(cfg, url or embedded_url)
+            code = anyio.run(daemon.run)
+    else:
+        code = anyio.run(daemon.run)
+    raise typer.Exit(code)
+
+
+# --------------------------------------------------------------------------- publish
+
+
+def _read_stdin_lines() -> Iterator[tuple[int, str]]:
+    for n, line in enumerate(sys.stdin, start=1):
+        if line.strip():
+            yield n, line
+
+
+def _parse_fields(items: list[str]) -> dict[str, bytes]:
+    fields: dict[str, bytes] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--field {item!r}: write it as key=value")
+        if key == "payload":
+            raise UsageError("--field payload=...: the body is the JSON argument, not a field")
+        fields[key] = value.encode()
+    return fields
+
+
+@app.command()
+@exits
+def publish(
+    stream: Annotated[str, typer.Argument(help="Stream to add to.")],
+    data: Annotated[
+        str | None,
+        typer.Argument(help="JSON body, or - to read one JSON document per line of stdin."),
+    ] = None,
+    field: Annotated[
+        list[str] | None, typer.Option("--field", "-f", help="Extra field k=v (repeatable).")
+    ] = None,
+    maxlen: Annotated[
+        int | None, typer.Option(help="Trim the stream to about N entries.", min=1)
+    ] = None,
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add entries to a stream in edged's shape (body in the `payload` field)."""
+    from edged.publish import publish as publish_entries
+
+    fields = _parse_fields(field or [])
+    if data is None:
+        raise UsageError("give a JSON body, or - to read JSON lines from stdin")
+    if data == "-":
+        bodies = []
+        for n, line in _read_stdin_lines():
+            try:
+                bodies.append(encode_json_text(line))
+            except ValueError as exc:
+                raise UsageError(f"stdin line {n}: {exc}; nothing was published") from None
+    else:
+        try:
+            bodies = [encode_json_text(data)]
+        except ValueError as exc:
+            raise UsageError(f"{exc}; nothing was published") from None
+    cfg, resolved_url = resolve_connection(config, url)
+
+    async def go() -> list[str]:
+        client = make_client(cfg.redis, url=resolved_url)
+        try:
+            return await publish_entries(client, stream, bodies, fields=fields, maxlen=maxlen)
+        except TRANSIENT_ERRORS as exc:
+            where = describe_target(cfg.redis, resolved_url)
+            raise RedisUnavailable(f"Redis at {where} unavailable: {exc}") from None
+        finally:
+            await client.aclose()
+
+    ids = anyio.run(go)
+    if as_json:
+        typer.echo(msgspec.json.encode({"stream": stream, "ids": ids}).decode())
+    else:
+        for entry_id in ids:
+            typer.echo(entry_id)
+
+
+# --------------------------------------------------------------------------- config
+
+
+@config_app.command("validate")
+@exits
+def config_validate(config: ConfigOpt = None) -> None:
+    """Exit 0 if the config is usable (handlers importable), 78 with the reason if not."""
+    path = _config_path(config)
+    if path is None:
+        raise ConfigError(f"no config file: give -c FILE or create {DEFAULT_CONFIG_PATH}")
+    cfg = load_config(path)
+    check_handlers(cfg)
+    typer.echo(f"{path}: ok, {len(cfg.streams)} stream(s)")
+
+
+@config_app.command("show")
+@exits
+def config_show(config: ConfigOpt = None) -> None:
+    """Print the effective config with defaults filled in, as JSON; secrets are never shown."""
+    path = _config_path(config)
+    cfg = load_config(path) if path is not None else Config()
+    typer.echo(msgspec.json.format(msgspec.json.encode(cfg.redacted()), indent=2).decode())
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(EXIT_FAILURE)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""The daemon's lifetime: connect, consume every configured stream, drain on a signal.
+
+Shutdown, in order:
+1. first SIGTERM/SIGINT: every stream stops reading and taking new entries;
+2. running handlers get until ``shutdown-grace``; those still running then are cancelled and
+   their entries stay pending (they may have had effects: a peer redelivers them later);
+3. finished entries are acked, fetched-but-unstarted ones are handed back (released);
+4. exit 0. A second signal cancels everything at once and exits 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from dataclasses import dataclass, field
+
+import anyio
+from redis.asyncio import Redis
+
+from edged import __version__
+from edged.config import Config
+from edged.connection import TRANSIENT_ERRORS, Backoff, describe_target, make_client
+from edged.consumer import StreamConsumer, use_raw_stream_replies
+from edged.handlers import build_handler
+from edged.scripts import Scripts
+
+log = logging.getLogger("edged.daemon")
+
+
+@dataclass
+class Daemon:
+    """Everything one running daemon owns; built from a checked config before any I/O."""
+
+    config: Config
+    url: str | None = None
+    consumer: str = ""
+    client: Redis | None = None
+    streams: list[StreamConsumer] = field(default_factory=list)
+    forced: bool = False
+    _stopping: bool = False
+
+    @classmethod
+    def build(cls, config: Config, url: str | None = None) -> Daemon:
+        """Resolve handlers and names; raises ConfigError (exit 78) before touching Redis."""
+        daemon = cls(config=config, url=url, consumer=config.daemon.consumer_name())
+        handlers = [build_handler(s, i) for i, s in enumerate(config.streams)]
+        block = config.daemon.read_block.seconds
+        # The socket timeout must outlast a blocking read, or redis-py would retry it underneath.
+        client = make_client(
+            config.redis, url=url, socket_timeout=block + 10, client_name=f"edged:{daemon.consumer}"
+        )
+        use_raw_stream_replies(client)
+        scripts = Scripts(client)
+        daemon.client = client
+        daemon.streams = [
+            StreamConsumer(client, scripts, s, daemon.consumer, h, read_block=block)
+            for s, h in zip(config.streams, handlers, strict=True)
+        ]
+        return daemon
+
+    def stop(self) -> None:
+        """Begin the drain (idempotent)."""
+        if self._stopping:
+            return
+        self._stopping = True
+        deadline = anyio.current_time() + self.config.daemon.shutdown_grace.seconds
+        for s in self.streams:
+            s.stop(deadline)
+
+    async def run(self) -> int:
+        """Run until stopped by a signal; returns the exit code."""
+        assert self.client is not None
+        async with anyio.create_task_group() as root:
+            root.start_soon(self._watch_signals, root.cancel_scope)
+            await self._log_server_summary()
+            root.start_soon(self._announce_ready)
+            async with anyio.create_task_group() as consumers:
+                for s in self.streams:
+                    consumers.start_soon(s.run)
+            root.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await self.client.aclose()
+        total = sum(s.stats.processed for s in self.streams)
+        log.info("stopped; %d entries processed", total)
+        return 1 if self.forced else 0
+
+    async def _watch_signals(self, root: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self._stopping:
+                    log.info(
+                        "%s: draining (grace %s); a second signal stops at once",
+                        name, self.config.daemon.shutdown_grace,
+                    )
+                    self.stop()
+                else:
+                    log.warning("%s again: stopping now; running entries stay pending", name)
+                    self.forced = True
+                    root.cancel()
+                    return
+
+    async def _announce_ready(self) -> None:
+        for s in self.streams:
+            await s.ready.wait()
+        names = ", ".join(f"{s.stream} ({s.group}, x{s.cfg.concurrency})" for s in self.streams)
+        log.info("ready: consumer %s reading %s", self.consumer, names or "no streams")
+
+    async def _log_server_summary(self) -> None:
+        """One line at start: who we are, where Redis is, what it runs. Waits for Redis."""
+        assert self.client is not None
+        target = describe_target(self.config.redis, self.url)
+        backoff = Backoff()
+        while not self._stopping:
+            try:
+                info = await self.client.info("server")
+                role = (await self.client.info("replication")).get("role", "?")
+                break
+            except TRANSIENT_ERRORS as exc:
+                delay = backoff.next_delay()
+                log.warning("Redis at %s unavailable (%s); retrying in %.1fs", target, exc, delay)
+                await anyio.sleep(delay)
+        else:
+            return
+        server = "valkey " + info["valkey_version"] if "valkey_version" in info else (
+            "redis " + str(info.get("redis_version", "?"))
+        )
+        log.info(
+            "edged %s pid %d consumer %s: %s at %s, role %s, %d stream(s)",
+            __version__, os.getpid(), self.consumer, server, target, role, len(self.streams),
+        )

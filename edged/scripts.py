@@ -1,0 +1,59 @@
+"""The Lua scripts that make ownership checks and their action one atomic step."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+
+# A released entry looks idle this long, so any peer's XAUTOCLAIM (min-idle below a day) takes it.
+RELEASE_IDLE_MS = 86_400_000
+
+
+def _source(name: str) -> str:
+    return resources.files("edged.lua").joinpath(f"{name}.lua").read_text()
+
+
+class Scripts:
+    """Registered scripts of one client; redis-py reloads them after NOSCRIPT (e.g. failover)."""
+
+    def __init__(self, client: Redis) -> None:
+        self._ack = client.register_script(_source("fenced_ack"))
+        self._release = client.register_script(_source("fenced_release"))
+        self._dead_letter = client.register_script(_source("dead_letter"))
+
+    async def fenced_ack(self, stream: str, group: str, consumer: str, ids: list[str]) -> int:
+        """XACK the ids this consumer still owns; returns how many were acked."""
+        if not ids:
+            return 0
+        return int(await self._ack(keys=[stream], args=[group, consumer, *ids]))
+
+    async def fenced_release(
+        self, stream: str, group: str, consumer: str, entries: list[tuple[str, int]]
+    ) -> int:
+        """Hand back (id, delivery) entries never started; returns how many were released."""
+        if not entries:
+            return 0
+        args: list[Any] = [group, consumer, RELEASE_IDLE_MS]
+        for entry_id, delivery in entries:
+            args += [entry_id, max(delivery - 1, 0)]
+        return int(await self._release(keys=[stream], args=args))
+
+    async def dead_letter(
+        self,
+        stream: str,
+        dead_stream: str,
+        group: str,
+        consumer: str,
+        entry_id: str,
+        fields: dict[str, bytes],
+    ) -> str | None:
+        """Copy the entry with ``fields`` to ``dead_stream`` and ack it; None if not owned."""
+        args: list[Any] = [group, consumer, entry_id]
+        for k, v in fields.items():
+            args += [k, v]
+        result = await self._dead_letter(keys=[stream, dead_stream], args=args)
+        if result is None:
+            return None
+        return result.decode() if isinstance(result, bytes) else str(result)

@@ -1,0 +1,60 @@
+"""Handlers the tests configure; they record what they ran into Redis so tests can check it.
+
+The payload steers them: {"sleep": s}, {"fail": true}, {"reject": "why"}, {"retry": true},
+{"hang": true} (until the key <stream>:release exists). Every run is recorded as
+"<id> <consumer> <delivery>" in the list <stream>:handled once the handler finished, and in
+<stream>:started when it started.
+"""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+import redis.asyncio as aioredis
+
+from edged import Event, Reject, Retry
+
+_clients: dict[str, aioredis.Redis] = {}
+
+
+def _client() -> aioredis.Redis:
+    url = os.environ["EDGED_TEST_REDIS"]
+    if url not in _clients:
+        _clients[url] = aioredis.Redis.from_url(url)
+    return _clients[url]
+
+
+def _me() -> str:
+    return os.environ.get("EDGED_TEST_CONSUMER", "?")
+
+
+async def record(event: Event) -> None:
+    r = _client()
+    mark = f"{event.id} {_me()} {event.delivery}"
+    await r.rpush(f"{event.stream}:started", mark)
+    body = event.payload if isinstance(event.payload, dict) else {}
+    if body.get("sleep"):
+        await anyio.sleep(float(body["sleep"]))
+    if body.get("hang"):
+        while not await r.exists(f"{event.stream}:release"):
+            await anyio.sleep(0.05)
+    if body.get("fail"):
+        await r.rpush(f"{event.stream}:failed", mark)
+        raise RuntimeError("told to fail")
+    if body.get("reject"):
+        raise Reject(str(body["reject"]))
+    if body.get("retry"):
+        await r.rpush(f"{event.stream}:failed", mark)
+        raise Retry("told to retry")
+    await r.rpush(f"{event.stream}:handled", mark)
+
+
+def record_sync(event: Event) -> None:
+    import threading
+
+    import redis as syncredis
+
+    r = syncredis.Redis.from_url(os.environ["EDGED_TEST_REDIS"])
+    r.rpush(f"{event.stream}:handled", f"{event.id} {_me()} {event.delivery} {threading.current_thread().name}")
+    r.close()

