@@ -11,7 +11,7 @@ import redis
 
 from bench import contenders
 from bench.consumer import ContenderFailed, Result
-from bench.faststream_consumer import MODES, describe
+from bench.faststream_consumer import MODES
 from bench.report import Report
 from bench.server import find_binary, running_server
 
@@ -100,10 +100,16 @@ def run(args: argparse.Namespace) -> Report:
                 )
                 report.results.append(result)
                 log_result(result)
+            report.settings_notes += [
+                "FastStream: RedisBroker(logger=None, apply_types=False), StreamSub(stream, group, "
+                "consumer, polling_interval=1000, <settings>),",
+                "  ack_policy=AckPolicy.ACK: XACK after the handler returns (per entry, or per "
+                "batch with batch=True); every entry ends acked.",
+            ]
+        if "raw" in wanted:
             report.settings_notes.append(
-                "FastStream: RedisBroker(logger=None), StreamSub(group, consumer, "
-                "polling_interval=1000), AckPolicy.ACK; modes: "
-                + "; ".join(f"{m} = {describe(m, args.count)}" for m in args.faststream_modes)
+                "raw: redis.asyncio + hiredis, XREADGROUP COUNT/BLOCK 1000 then one XACK of the "
+                "batch's ids, sequentially, no decoding."
             )
 
         if "edged" in wanted and args.edged_concurrency:

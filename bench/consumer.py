@@ -88,7 +88,7 @@ class Consumer:
         if self.proc.poll() is not None:
             raise ContenderFailed(f"exited with code {self.proc.returncode}: {self.output_tail()}")
 
-    def output_tail(self, limit: int = 160) -> str:
+    def output_tail(self, limit: int = 120) -> str:
         self._log.seek(0)
         lines = [ln.strip() for ln in self._log.read().decode(errors="replace").splitlines()]
         last = next((ln for ln in reversed(lines) if ln), "no output")

@@ -120,7 +120,7 @@ def run_raw(client: redis.Redis, settings: Settings, entries: int, count: int) -
         "--count",
         str(count),
     )
-    result = Result("raw", f"XREADGROUP COUNT {count}, 1 XACK/batch", entries)
+    result = Result("raw", f"COUNT {count}, 1 XACK per batch", entries)
     return measure_drain(client, result, stream=stream, group=GROUP, argv=argv, timeout=settings.timeout)
 
 

@@ -18,9 +18,9 @@ import argparse
 from typing import Any
 
 MODES: dict[str, str] = {
-    "batch": "batch=True, max_records={count}, ack after handler",
-    "single": "batch=False, max_records={count}, ack after handler",
-    "concurrent": "batch=False, max_records={count}, max_workers=16, ack after handler",
+    "batch": "batch=True, max_records={count}",
+    "single": "batch=False, max_records={count}",
+    "concurrent": "batch=False, max_records={count}, max_workers=16",
 }
 CONCURRENT_WORKERS = 16
 

@@ -1,9 +1,11 @@
 """Batched, fenced acks for one stream.
 
-Workers append finished ids; the acker sends whatever has gathered as one fenced-ack script call
-as soon as the previous call returned, so acks batch themselves under load and go out at once
-when idle. Slots are handed back to the reader only once their ack is done, so no consumer ever
-holds more than `concurrency` delivered-and-unacked entries of its own making.
+Workers append finished ids. Usually the reader carries them: its next XREADGROUP goes out in
+one pipeline behind a fenced ack of everything finished so far, so acking costs no round trip
+of its own and Redis sees the ack before it hands out more entries. When the reader is parked
+in a blocking read (an idle stream), the acker sends them itself after a couple of
+milliseconds. Slots go back to the reader only once the ack is done, so no consumer ever holds
+more than `concurrency` delivered-and-unacked entries of its own making.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from edged.stats import StreamStats
 log = logging.getLogger("edged.ack")
 
 MAX_ACK_BATCH = 2000
+# How long finished ids may wait for the reader to carry them before the acker sends them.
+CARRY_WAIT = 0.002
 
 
 class Acker:
@@ -31,6 +35,7 @@ class Acker:
         consumer: str,
         stats: StreamStats,
         on_done: Callable[[int], None],
+        others: int,
     ) -> None:
         self._scripts = scripts
         self._stream = stream
@@ -38,18 +43,57 @@ class Acker:
         self._consumer = consumer
         self._stats = stats
         self._on_done = on_done
+        self._others = others  # bound on this consumer's other pending entries (concurrency)
         self._ids: list[str] = []
         self._ready = anyio.Event()
+        self._signalled = False  # mirrors _ready.is_set() without a call per entry
         self._closing = False
+        self.wake_reader: Callable[[], None] = lambda: None
+
+    @property
+    def pending(self) -> int:
+        return len(self._ids)
 
     def add(self, entry_id: str) -> None:
         self._ids.append(entry_id)
-        if not self._ready.is_set():
+        if not self._signalled:
+            self._signalled = True
             self._ready.set()
+        self.wake_reader()
+
+    def take(self, limit: int = MAX_ACK_BATCH) -> list[str]:
+        """Hand finished ids to the reader, which acks them in its next pipeline."""
+        ids = self._ids[:limit]
+        del self._ids[:limit]
+        return ids
+
+    def put_back(self, ids: list[str]) -> None:
+        """The reader could not ack these (error): the acker retries them."""
+        self._ids[:0] = ids
+        self._signalled = True
+        self._ready.set()
+
+    def args(self, ids: list[str]) -> tuple[list[str], list[str | int]]:
+        return self._scripts.fenced_ack_args(
+            self._stream, self._group, self._consumer, ids, self._others
+        )
+
+    def settle(self, sent: int, acked: int) -> None:
+        """Count the outcome of a fenced ack of ``sent`` ids and hand their slots back."""
+        self._stats.acked += acked
+        stale = sent - acked
+        if stale:
+            self._stats.stale_acks += stale
+            log.warning(
+                "stream %s: %d finished entries were no longer owned by %s and were not acked "
+                "(another consumer claimed them)", self._stream, stale, self._consumer,
+            )
+        self._on_done(sent)
 
     def close(self) -> None:
         """Flush what is left, then end ``run``."""
         self._closing = True
+        self._signalled = True
         self._ready.set()
 
     async def run(self, final_attempts: int = 5) -> None:
@@ -57,24 +101,27 @@ class Acker:
         failures_while_closing = 0
         while True:
             await self._ready.wait()
+            if not self._closing:
+                await anyio.sleep(CARRY_WAIT)  # the reader usually takes them meanwhile
             if not self._ids:
                 if self._closing:
                     return
                 self._ready = anyio.Event()
+                self._signalled = False
                 continue
-            batch = self._ids[:MAX_ACK_BATCH]
+            batch = self.take()
             try:
                 acked = await self._scripts.fenced_ack(
-                    self._stream, self._group, self._consumer, batch
+                    self._stream, self._group, self._consumer, batch, self._others
                 )
             except TRANSIENT_ERRORS as exc:
+                self._ids[:0] = batch
                 if self._closing:
                     failures_while_closing += 1
                     if failures_while_closing >= final_attempts:
                         log.warning(
                             "stream %s: %d finished entries could not be acked (%s); they stay "
-                            "pending and will be delivered again",
-                            self._stream, len(self._ids), exc,
+                            "pending and will be delivered again", self._stream, len(self._ids), exc,
                         )
                         return
                 delay = backoff.next_delay()
@@ -82,14 +129,4 @@ class Acker:
                 await anyio.sleep(delay)
                 continue
             backoff.reset()
-            del self._ids[: len(batch)]
-            stale = len(batch) - acked
-            self._stats.acked += acked
-            if stale:
-                self._stats.stale_acks += stale
-                log.warning(
-                    "stream %s: %d finished entries were no longer owned by %s and were not "
-                    "acked (another consumer claimed them)",
-                    self._stream, stale, self._consumer,
-                )
-            self._on_done(len(batch))
+            self.settle(len(batch), acked)

@@ -13,10 +13,6 @@ _json_decode = msgspec.json.decode
 _msgpack_decode = msgspec.msgpack.decode
 
 
-class UndecodablePayload(ValueError):
-    """The body cannot be decoded with the stream's codec; retrying cannot fix that."""
-
-
 def _raw(data: bytes) -> bytes:
     return data
 
@@ -28,13 +24,6 @@ def decoder(codec: str) -> Callable[[bytes], Any]:
     if codec == "msgpack":
         return _msgpack_decode
     return _raw
-
-
-def decode_payload(decode: Callable[[bytes], Any], data: bytes, codec: str) -> Any:
-    try:
-        return decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise UndecodablePayload(f"payload is not valid {codec}: {exc}") from None
 
 
 def encode_json_text(text: str) -> bytes:

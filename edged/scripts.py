@@ -23,11 +23,24 @@ class Scripts:
         self._release = client.register_script(_source("fenced_release"))
         self._dead_letter = client.register_script(_source("dead_letter"))
 
-    async def fenced_ack(self, stream: str, group: str, consumer: str, ids: list[str]) -> int:
+    @property
+    def fenced_ack_sha(self) -> str:
+        return str(self._ack.sha)
+
+    def fenced_ack_args(
+        self, stream: str, group: str, consumer: str, ids: list[str], others: int
+    ) -> tuple[list[str], list[str | int]]:
+        """KEYS and ARGV of a fenced ack; ``others`` bounds the consumer's other pending entries."""
+        return [stream], [group, consumer, " ".join(ids), others]
+
+    async def fenced_ack(
+        self, stream: str, group: str, consumer: str, ids: list[str], others: int = 0
+    ) -> int:
         """XACK the ids this consumer still owns; returns how many were acked."""
         if not ids:
             return 0
-        return int(await self._ack(keys=[stream], args=[group, consumer, *ids]))
+        keys, args = self.fenced_ack_args(stream, group, consumer, ids, others)
+        return int(await self._ack(keys=keys, args=args))
 
     async def fenced_release(
         self, stream: str, group: str, consumer: str, entries: list[tuple[str, int]]
