@@ -44,7 +44,8 @@ class Acker:
         self._stats = stats
         self._on_done = on_done
         self._others = others  # bound on this consumer's other pending entries (concurrency)
-        self._ids: list[str] = []
+        self._ids: list[str] = []  # finished; the reader or the acker may send them
+        self._retry: list[str] = []  # an ack of these failed: only the acker sends them again
         self._ready = anyio.Event()
         self._signalled = False  # mirrors _ready.is_set() without a call per entry
         self._closing = False
@@ -68,8 +69,8 @@ class Acker:
         return ids
 
     def put_back(self, ids: list[str]) -> None:
-        """The reader could not ack these (error): the acker retries them."""
-        self._ids[:0] = ids
+        """The reader could not ack these (error): the acker retries them, with backoff."""
+        self._retry.extend(ids)
         self._signalled = True
         self._ready.set()
 
@@ -103,25 +104,29 @@ class Acker:
             await self._ready.wait()
             if not self._closing:
                 await anyio.sleep(CARRY_WAIT)  # the reader usually takes them meanwhile
-            if not self._ids:
+            if not self._ids and not self._retry:
                 if self._closing:
                     return
                 self._ready = anyio.Event()
                 self._signalled = False
                 continue
-            batch = self.take()
+            if self._retry:
+                batch, self._retry = self._retry[:MAX_ACK_BATCH], self._retry[MAX_ACK_BATCH:]
+            else:
+                batch = self.take()
             try:
                 acked = await self._scripts.fenced_ack(
                     self._stream, self._group, self._consumer, batch, self._others
                 )
             except TRANSIENT_ERRORS as exc:
-                self._ids[:0] = batch
+                self._retry[:0] = batch
                 if self._closing:
                     failures_while_closing += 1
                     if failures_while_closing >= final_attempts:
                         log.warning(
                             "stream %s: %d finished entries could not be acked (%s); they stay "
-                            "pending and will be delivered again", self._stream, len(self._ids), exc,
+                            "pending and will be delivered again", self._stream,
+                            len(self._ids) + len(self._retry), exc,
                         )
                         return
                 delay = backoff.next_delay()

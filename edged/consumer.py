@@ -79,6 +79,7 @@ class StreamConsumer:
         self._slots = anyio.Event()
         self._reader_waiting = False
         self._stopping = False
+        self._stop_event = anyio.Event()
         self._grace_deadline: float | None = None
         self._work_scope: anyio.CancelScope | None = None
         self._unstarted: list[Item] = []
@@ -97,6 +98,7 @@ class StreamConsumer:
         if self._stopping:
             return
         self._stopping = True
+        self._stop_event.set()
         self._grace_deadline = grace_deadline
         self._unstarted.extend(self._queue.close())
         self._slots.set()
@@ -136,6 +138,11 @@ class StreamConsumer:
         log.info("stream %s: created group %s at %s", self.stream, self.group, self.cfg.start_id)
         return True
 
+    async def _pause(self, delay: float) -> None:
+        """Sleep before a retry, but wake at once when stopped."""
+        with anyio.move_on_after(delay):
+            await self._stop_event.wait()
+
     async def _ensure_group_until_ok(self) -> None:
         backoff = Backoff()
         while not self._stopping:
@@ -149,7 +156,7 @@ class StreamConsumer:
                 log.warning(
                     "stream %s: Redis unavailable (%s); retrying in %.1fs", self.stream, exc, delay
                 )
-                await anyio.sleep(delay)
+                await self._pause(delay)
 
     # ----------------------------------------------------------------- reading
 
@@ -186,7 +193,7 @@ class StreamConsumer:
                 self.stats.read_errors += 1
                 delay = backoff.next_delay()
                 log.warning("stream %s: read failed (%s); retrying in %.1fs", self.stream, exc, delay)
-                await anyio.sleep(delay)
+                await self._pause(delay)
                 continue
             if not self.connected:
                 log.info("stream %s: reading again", self.stream)
@@ -243,7 +250,7 @@ class StreamConsumer:
             read = ["GROUP", self.group, self.consumer, "COUNT", count, "STREAMS", self.stream, ">"]
         keys, args = self._acker.args(ids)
         pipe = self._client.pipeline(transaction=False)
-        pipe.execute_command("EVALSHA", self._scripts.fenced_ack_sha, len(keys), *keys, *args)
+        pipe.execute_command("EVAL", Scripts.FENCED_ACK_SOURCE, len(keys), *keys, *args)
         if count:
             pipe.execute_command(RAW_XREADGROUP, *read)
         try:
@@ -255,8 +262,10 @@ class StreamConsumer:
             await pipe.reset()
         acked = results[0]
         if isinstance(acked, Exception):
-            # NOSCRIPT after a restart or failover, or a transient error: the acker's own
-            # script call loads the script and retries.
+            # The read went through but these were not acked: for a moment this consumer holds
+            # up to len(ids) entries over `concurrency`. The acker retries them with backoff.
+            log.warning("stream %s: ack of %d entries failed (%s); retrying", self.stream,
+                        len(ids), acked)
             self._acker.put_back(ids)
         else:
             self._acker.settle(len(ids), int(acked))

@@ -39,6 +39,7 @@ class Daemon:
     streams: list[StreamConsumer] = field(default_factory=list)
     forced: bool = False
     _stopping: bool = False
+    _stopped: anyio.Event = field(default_factory=anyio.Event)
 
     @classmethod
     def build(cls, config: Config, url: str | None = None) -> Daemon:
@@ -64,6 +65,7 @@ class Daemon:
         if self._stopping:
             return
         self._stopping = True
+        self._stopped.set()
         deadline = anyio.current_time() + self.config.daemon.shutdown_grace.seconds
         for s in self.streams:
             s.stop(deadline)
@@ -120,7 +122,8 @@ class Daemon:
             except TRANSIENT_ERRORS as exc:
                 delay = backoff.next_delay()
                 log.warning("Redis at %s unavailable (%s); retrying in %.1fs", target, exc, delay)
-                await anyio.sleep(delay)
+                with anyio.move_on_after(delay):
+                    await self._stopped.wait()
         else:
             return
         server = "valkey " + info["valkey_version"] if "valkey_version" in info else (

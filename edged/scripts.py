@@ -19,13 +19,14 @@ class Scripts:
     """Registered scripts of one client; redis-py reloads them after NOSCRIPT (e.g. failover)."""
 
     def __init__(self, client: Redis) -> None:
-        self._ack = client.register_script(_source("fenced_ack"))
+        self._ack = client.register_script(self.FENCED_ACK_SOURCE)
         self._release = client.register_script(_source("fenced_release"))
         self._dead_letter = client.register_script(_source("dead_letter"))
 
-    @property
-    def fenced_ack_sha(self) -> str:
-        return str(self._ack.sha)
+    # The source travels with every pipelined ack (EVAL, not EVALSHA): a server that lost its
+    # script cache (restart, failover, SCRIPT FLUSH) must not make the reader's ack fail while
+    # the read in the same pipeline succeeds. The script is small next to the ids it carries.
+    FENCED_ACK_SOURCE = _source("fenced_ack")
 
     def fenced_ack_args(
         self, stream: str, group: str, consumer: str, ids: list[str], others: int

@@ -37,7 +37,7 @@ async def record(event: Event) -> None:
     if body.get("sleep"):
         await anyio.sleep(float(body["sleep"]))
     if body.get("hang"):
-        while not await r.exists(f"{event.stream}:release"):
+        while not await r.exists(f"{event.stream}:release"):  # noqa: ASYNC110 - polls Redis
             await anyio.sleep(0.05)
     if body.get("fail"):
         await r.rpush(f"{event.stream}:failed", mark)
@@ -56,5 +56,6 @@ def record_sync(event: Event) -> None:
     import redis as syncredis
 
     r = syncredis.Redis.from_url(os.environ["EDGED_TEST_REDIS"])
-    r.rpush(f"{event.stream}:handled", f"{event.id} {_me()} {event.delivery} {threading.current_thread().name}")
+    thread = threading.current_thread().name
+    r.rpush(f"{event.stream}:handled", f"{event.id} {_me()} {event.delivery} {thread}")
     r.close()

@@ -133,3 +133,112 @@ class DaemonProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+# --------------------------------------------------------------------------- in-process helpers
+
+
+async def until(
+    condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.01, what: str = "",  # noqa: ASYNC109
+) -> Any:
+    """Async ``wait_for``: poll ``condition`` (sync or async) without blocking the event loop."""
+    import inspect
+
+    import anyio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        await anyio.sleep(interval)
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` no longer runs (absent, or a zombie nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    # The state letter follows the command name in parentheses, which may contain spaces.
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def make_consumer(client: Any, stream: str, handler: Any, *, consumer: str = "c1",
+                  read_block: float = 0.05, **cfg: Any) -> Any:
+    """A StreamConsumer over ``client`` (see ``edged_client``); ``cfg`` are StreamConfig fields.
+
+    Groups start at ``0`` unless told otherwise, so entries added before ``run`` are read.
+    """
+    from edged.config import StreamConfig
+    from edged.consumer import StreamConsumer
+    from edged.scripts import Scripts
+
+    cfg.setdefault("start_id", "0")
+    stream_cfg = StreamConfig(stream=stream, handler=cfg.pop("handler_spec", "x:y"), **cfg)
+    return StreamConsumer(client, Scripts(client), stream_cfg, consumer=consumer,
+                          handler=handler, read_block=read_block)
+
+
+def edged_client(url: str, **kwargs: Any) -> Any:
+    """An asyncio client configured the way the daemon configures its own."""
+    from edged.config import RedisConfig
+    from edged.connection import make_client
+    from edged.consumer import use_raw_stream_replies
+
+    client = make_client(RedisConfig(), url=url, **kwargs)
+    use_raw_stream_replies(client)
+    return client
+
+
+class Consuming:
+    """``async with Consuming(consumer) as run:`` runs ``consumer.run()`` in a task.
+
+    On leaving normally the consumer is stopped with ``grace`` and run() must return in time;
+    on an error the task is cancelled so a failing test never hangs. ``run.done`` is set when
+    run() has returned.
+    """
+
+    def __init__(self, consumer: Any, grace: float = 5.0) -> None:
+        self.consumer = consumer
+        self.grace = grace
+
+    async def __aenter__(self) -> Consuming:
+        import anyio
+
+        self.done = anyio.Event()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+
+        async def go() -> None:
+            try:
+                await self.consumer.run()
+            finally:
+                self.done.set()
+
+        self._tg.start_soon(go)
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool | None:
+        import anyio
+
+        timed_out = False
+        try:
+            if exc_type is None:
+                self.consumer.stop(anyio.current_time() + self.grace)
+                with anyio.move_on_after(self.grace + 10) as scope:
+                    await self.done.wait()
+                if scope.cancelled_caught:
+                    timed_out = True
+                    self._tg.cancel_scope.cancel()
+            else:
+                self._tg.cancel_scope.cancel()
+        finally:
+            result = await self._tg.__aexit__(exc_type, exc, tb)
+        if timed_out:
+            raise AssertionError(f"run() did not return within {self.grace + 10}s of stop()")
+        return result
