@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import anyio
 import msgspec
 import typer
+from redis.exceptions import RedisError
 
 from edged.codec import encode_json_text
 from edged.config import DEFAULT_CONFIG_PATH, Config, demo_config, load_config
@@ -130,14 +131,14 @@ def start(
     if not cfg.streams:
         raise ConfigError(f"{path}: no [[streams]] to consume")
     url = url or os.environ.get("EDGED_REDIS_URL")
-    daemon = Daemon.build(cfg, url)  # handlers are imported here: a bad one exits 78
     if embedded:
         from edged.embedded import embedded_server
 
+        check_handlers(cfg)  # a bad handler exits 78 before the server starts
         with embedded_server() as embedded_url:
-            daemon = Daemon.build(cfg, url or embedded_url)
-            code = anyio.run(daemon.run)
+            code = anyio.run(Daemon.build(cfg, url or embedded_url).run)
     else:
+        daemon = Daemon.build(cfg, url)  # handlers are imported here: a bad one exits 78
         code = anyio.run(daemon.run)
     raise typer.Exit(code)
 
@@ -208,6 +209,8 @@ def publish(
         except TRANSIENT_ERRORS as exc:
             where = describe_target(cfg.redis, resolved_url)
             raise RedisUnavailable(f"Redis at {where} unavailable: {exc}") from None
+        except RedisError as exc:  # WRONGTYPE, NOPERM, READONLY, OOM...
+            raise EdgedError(f"Redis refused to add to {stream!r}: {exc}") from None
         finally:
             await client.aclose()
 

@@ -46,6 +46,14 @@ def _tail(data: bytes) -> str:
     return data[-STDERR_TAIL_BYTES:].decode("utf-8", "replace").strip()
 
 
+async def _exited(proc: asyncio.subprocess.Process) -> None:
+    """Return once the program has exited (its return code is known), pipes open or not."""
+    delay = 0.001
+    while proc.returncode is None:
+        await anyio.sleep(delay)
+        delay = min(delay * 2, 0.025)
+
+
 async def run_exec(argv: Sequence[str], event: Event, time_limit: float) -> None:
     """Run ``argv`` for ``event``; returns on exit 0, raises Retry or ExecFailed otherwise."""
     stdin_data = event.fields.get(PAYLOAD_FIELD.decode(), b"")
@@ -60,21 +68,52 @@ async def run_exec(argv: Sequence[str], event: Event, time_limit: float) -> None
         )
     except OSError as exc:
         raise ExecFailed(f"cannot run {argv[0]}: {exc.strerror}") from None
-    stderr = b""
+    tail = bytearray()
+    stderr_closed = anyio.Event()
+
+    async def feed_stdin() -> None:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(stdin_data)
+            await proc.stdin.drain()
+            proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the program does not read its stdin: its exit status decides
+
+    async def read_stderr() -> None:
+        assert proc.stderr is not None
+        while chunk := await proc.stderr.read(4096):
+            tail.extend(chunk)
+            del tail[:-STDERR_TAIL_BYTES]
+        stderr_closed.set()
+
     try:
         with anyio.move_on_after(time_limit) as scope:
-            _, stderr = await proc.communicate(stdin_data)
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(feed_stdin)
+                tg.start_soon(read_stderr)
+                # The program's exit decides, not the pipe closing: a background child it
+                # started may keep stderr open for much longer (and Process.wait() waits for
+                # the pipes too on Python 3.11).
+                await _exited(proc)
+                with anyio.move_on_after(0.1):  # what it wrote just before exiting
+                    await stderr_closed.wait()
+                tg.cancel_scope.cancel()
         if scope.cancelled_caught:
             _kill_group(proc)
-            await proc.wait()
+            await _exited(proc)
             raise ExecFailed(f"{argv[0]} timed out after {time_limit:g}s; process group killed")
     finally:
         if proc.returncode is None:  # cancelled at shutdown: leave no orphans behind
             _kill_group(proc)
+        # Drop our ends of the pipes even if a background child still holds the others.
+        transport = getattr(proc, "_transport", None)
+        if transport is not None:
+            transport.close()
     code = proc.returncode
     if code == 0:
         return
-    tail = _tail(stderr)
+    why = _tail(bytes(tail))
     if code == EX_TEMPFAIL:
-        raise Retry(f"{argv[0]} exited 75 (temporary failure): {tail}")
-    raise ExecFailed(f"{argv[0]} exited {code}: {tail}")
+        raise Retry(f"{argv[0]} exited 75 (temporary failure): {why}")
+    raise ExecFailed(f"{argv[0]} exited {code}: {why}")

@@ -6,13 +6,22 @@
 -- (one argument: packing hundreds of arguments costs the client more than the split costs us);
 -- ARGV[4] how many entries besides these the consumer may have pending (its concurrency).
 local stream, group, consumer = KEYS[1], ARGV[1], ARGV[2]
+-- Stream ids compare as (ms, seq); both parts can exceed Lua's 2^53 exact integers, so they
+-- are compared as digit strings (Redis never writes leading zeros): shorter is smaller.
+local function less(a_ms, a_seq, b_ms, b_seq)
+  if a_ms ~= b_ms then
+    if #a_ms ~= #b_ms then return #a_ms < #b_ms end
+    return a_ms < b_ms
+  end
+  if #a_seq ~= #b_seq then return #a_seq < #b_seq end
+  return a_seq < b_seq
+end
 local ids, lo, hi, lo_ms, lo_seq, hi_ms, hi_seq = {}, nil, nil, nil, nil, nil, nil
 for id in string.gmatch(ARGV[3], '%S+') do
   ids[#ids + 1] = id
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
-  ms, seq = tonumber(ms), tonumber(seq)
-  if lo == nil or ms < lo_ms or (ms == lo_ms and seq < lo_seq) then lo, lo_ms, lo_seq = id, ms, seq end
-  if hi == nil or ms > hi_ms or (ms == hi_ms and seq > hi_seq) then hi, hi_ms, hi_seq = id, ms, seq end
+  if lo == nil or less(ms, seq, lo_ms, lo_seq) then lo, lo_ms, lo_seq = id, ms, seq end
+  if hi == nil or less(hi_ms, hi_seq, ms, seq) then hi, hi_ms, hi_seq = id, ms, seq end
 end
 if #ids == 0 then
   return 0
