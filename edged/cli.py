@@ -2,32 +2,25 @@
 
 from __future__ import annotations
 
-import functools
-import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from collections.abc import Iterator
+from typing import Annotated
 
 import anyio
 import msgspec
 import typer
-from redis.exceptions import RedisError
 
+from edged.clitools import ConfigOpt, JsonOpt, UrlOpt, config_path, exits, redis_client, resolve_connection
 from edged.codec import encode_json_text
 from edged.config import DEFAULT_CONFIG_PATH, Config, demo_config, load_config
-from edged.connection import TRANSIENT_ERRORS, describe_target, make_client
 from edged.errors import (
     EXIT_FAILURE,
     ConfigError,
-    EdgedError,
-    RedisUnavailable,
     UsageError,
 )
 from edged.handlers import build_handler
 from edged.logs import setup_logging
-from edged.state import read_record
 
 app = typer.Typer(
     name="edged",
@@ -38,63 +31,6 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check or print the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c",
-        help="Config file [default: $EDGED_CONFIG, then /etc/edged/edged.toml].",
-        show_default=False,
-    ),
-]
-UrlOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--url", help="Redis URL overriding the config [env: EDGED_REDIS_URL]. "
-        "Put no password here: argv is visible to every user; use password-file.",
-        show_default=False,
-    ),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
-
-F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger("edged.cli")
-
-
-def exits(fn: F) -> F:
-    """Turn edged's domain errors into one line on stderr and their exit code."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except EdgedError as exc:
-            typer.echo(f"edged: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _config_path(explicit: Path | None) -> Path | None:
-    if explicit is not None:
-        return explicit
-    env = os.environ.get("EDGED_CONFIG")
-    if env:
-        return Path(env)
-    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
-
-
-def resolve_connection(config: Path | None, url: str | None) -> tuple[Config, str | None]:
-    """The config to use and the URL override: --url, $EDGED_REDIS_URL, else the embedded one."""
-    path = _config_path(config)
-    cfg = load_config(path) if path is not None else Config()
-    url = url or os.environ.get("EDGED_REDIS_URL")
-    if url is None and path is None:
-        record = read_record()
-        if record is not None:
-            url = record.url
-    return cfg, url
-
 
 def check_handlers(cfg: Config) -> None:
     for i, s in enumerate(cfg.streams):
@@ -121,7 +57,7 @@ def start(
     if log_format not in ("text", "json"):
         raise UsageError(f"--log-format must be text or json, not {log_format!r}")
     setup_logging(log_format, log_level)
-    path = _config_path(config)
+    path = config_path(config)
     if path is None and not embedded:
         raise ConfigError(
             f"no config: give -c FILE, set $EDGED_CONFIG, create {DEFAULT_CONFIG_PATH}, "
@@ -203,16 +139,8 @@ def publish(
     cfg, resolved_url = resolve_connection(config, url)
 
     async def go() -> list[str]:
-        client = make_client(cfg.redis, url=resolved_url)
-        try:
+        async with redis_client(cfg, resolved_url) as client:
             return await publish_entries(client, stream, bodies, fields=fields, maxlen=maxlen)
-        except TRANSIENT_ERRORS as exc:
-            where = describe_target(cfg.redis, resolved_url)
-            raise RedisUnavailable(f"Redis at {where} unavailable: {exc}") from None
-        except RedisError as exc:  # WRONGTYPE, NOPERM, READONLY, OOM...
-            raise EdgedError(f"Redis refused to add to {stream!r}: {exc}") from None
-        finally:
-            await client.aclose()
 
     ids = anyio.run(go)
     if as_json:
@@ -229,7 +157,7 @@ def publish(
 @exits
 def config_validate(config: ConfigOpt = None) -> None:
     """Exit 0 if the config is usable (handlers importable), 78 with the reason if not."""
-    path = _config_path(config)
+    path = config_path(config)
     if path is None:
         raise ConfigError(f"no config file: give -c FILE or create {DEFAULT_CONFIG_PATH}")
     cfg = load_config(path)
@@ -241,7 +169,7 @@ def config_validate(config: ConfigOpt = None) -> None:
 @exits
 def config_show(config: ConfigOpt = None) -> None:
     """Print the effective config with defaults filled in, as JSON; secrets are never shown."""
-    path = _config_path(config)
+    path = config_path(config)
     cfg = load_config(path) if path is not None else Config()
     typer.echo(msgspec.json.format(msgspec.json.encode(cfg.redacted()), indent=2).decode())
 
