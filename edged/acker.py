@@ -34,7 +34,7 @@ class Acker:
         group: str,
         consumer: str,
         stats: StreamStats,
-        on_done: Callable[[int], None],
+        on_done: Callable[[list[str]], None],
         others: int,
     ) -> None:
         self._scripts = scripts
@@ -79,10 +79,10 @@ class Acker:
             self._stream, self._group, self._consumer, ids, self._others
         )
 
-    def settle(self, sent: int, acked: int) -> None:
+    def settle(self, sent: list[str], acked: int) -> None:
         """Count the outcome of a fenced ack of ``sent`` ids and hand their slots back."""
         self._stats.acked += acked
-        stale = sent - acked
+        stale = len(sent) - acked
         if stale:
             self._stats.stale_acks += stale
             log.warning(
@@ -134,4 +134,4 @@ class Acker:
                 await anyio.sleep(delay)
                 continue
             backoff.reset()
-            self.settle(len(batch), acked)
+            self.settle(batch, acked)

@@ -99,6 +99,8 @@ class DaemonConfig(_Section, frozen=True):
     shutdown_grace: Duration = Duration(30)
     heartbeat_interval: Duration = Duration(2)
     key_prefix: Annotated[str, Meta(min_length=1)] = "edged:"
+    consumer_expiry: Duration = Duration(3600)
+    """A consumer with no heartbeat this long and nothing pending is removed from its groups."""
     read_block: Duration = Duration(1)
     """How long one XREADGROUP waits for new entries; short so that stopping is quick."""
 
@@ -136,12 +138,19 @@ class StreamConfig(_Section, frozen=True):
     codec: Codec = "json"
     start_id: str = "$"
     """Where a newly created group starts: ``$`` (new entries only) or ``0`` (the whole stream)."""
+    retry_backoff: Duration = Duration(1)
+    """Wait before the second delivery of a failed entry; doubles with each delivery."""
+    retry_backoff_max: Duration = Duration(300)
+    cancel_on_lost_lease: bool = True
+    """Cancel a handler whose entry was claimed by a peer (its result could not be acked)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.handler, str) and ":" not in self.handler:
             raise ValueError(f"handler {self.handler!r} must look like 'module:function'")
-        if self.claim_interval.seconds <= 0 or self.claim_idle.seconds <= 0:
-            raise ValueError("claim-idle and claim-interval must be above zero")
+        if self.claim_interval.seconds <= 0 or self.claim_idle.seconds < 0.1:
+            raise ValueError("claim-idle must be at least 100ms and claim-interval above zero")
+        if self.retry_backoff.seconds < 0.01:
+            raise ValueError("retry-backoff must be at least 10ms: failed entries must not hot-loop")
 
     @property
     def dead_letter_stream(self) -> str:

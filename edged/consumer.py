@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,8 @@ from edged.config import StreamConfig
 from edged.connection import TRANSIENT_ERRORS, Backoff
 from edged.events import Event, Reject, Retry
 from edged.handlers import HandlerCall
+from edged.lease import InFlight
+from edged.retry import RetrySchedule
 from edged.scripts import Scripts
 from edged.stats import StreamStats
 from edged.workqueue import WorkQueue
@@ -86,10 +89,19 @@ class StreamConsumer:
         # Reads ask for every free slot: under load, batch size beats overlap (measured).
         self._max_read = min(cfg.concurrency, MAX_READ)
         self._acker = Acker(
-            scripts, cfg.stream, cfg.group, consumer, self.stats, self._give_back,
+            scripts, cfg.stream, cfg.group, consumer, self.stats, self._acked,
             others=cfg.concurrency,
         )
         self._acker.wake_reader = self._wake_reader
+        self._inflight = InFlight()
+        self._retries = RetrySchedule(cfg.retry_backoff.seconds, cfg.retry_backoff_max.seconds)
+        self._last_error: dict[str, str] = {}  # id -> why its last run here failed
+        self._claim_idle_ms = cfg.claim_idle.ms
+        self._next_reclaim = 0.0  # reclaim at once on start: a dead peer may have left work
+        self._reclaim_cursor = "0-0"
+        # Per worker: its cancel scope and the id it runs, so a lost lease cancels just that one.
+        self._worker_scopes: list[anyio.CancelScope | None] = [None] * cfg.concurrency
+        self._running: list[str | None] = [None] * cfg.concurrency
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -111,17 +123,25 @@ class StreamConsumer:
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._acker.run)
             outer.start_soon(self._read_loop)
+            leases = anyio.CancelScope()
+            outer.start_soon(self._run_in, leases, self._lease_loop)
             with anyio.CancelScope() as work_scope:
                 self._work_scope = work_scope
                 if self._grace_deadline is not None:
                     work_scope.deadline = self._grace_deadline
                 async with anyio.create_task_group() as workers:
-                    for _ in range(self.cfg.concurrency):
-                        workers.start_soon(self._worker)
+                    for index in range(self.cfg.concurrency):
+                        workers.start_soon(self._worker, index)
+            leases.cancel()
             self._unstarted.extend(self._queue.close())
             await self._release(self._unstarted)
             self._unstarted = []
             self._acker.close()
+
+    @staticmethod
+    async def _run_in(scope: anyio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
+        with scope:
+            await fn()
 
     # ----------------------------------------------------------------- group
 
@@ -175,6 +195,8 @@ class StreamConsumer:
                     self._reader_waiting = False
             if self._stopping:
                 break
+            if history_cursor is None and await self._timers_due():
+                continue
             ids = acker.take()
             count = min(self._free + len(ids), self._max_read)
             if count <= 0:
@@ -222,13 +244,88 @@ class StreamConsumer:
                 items = [(e[0].decode(), e[1], 1) for e in raw_entries]
             if not items:
                 continue
+            self._take(items)
             if self._stopping:
-                # Fetched after the stop: never started, so hand them back.
-                self._free -= len(items)
-                await self._release(items)
+                # Fetched after the stop: hand them back now, while running handlers finish.
+                unstarted, self._unstarted = self._unstarted, []
+                await self._release(unstarted)
                 break
-            self._free -= len(items)
+
+    def _take(self, items: list[Item]) -> None:
+        """Fetched entries become ours to run; after a stop they are handed back unstarted."""
+        self._free -= len(items)
+        self._inflight.add_many(entry_id for entry_id, _, _ in items)
+        if self._stopping:
+            self._unstarted.extend(items)
+        else:
             self._queue.put_many(items)
+
+    def _block_for(self) -> int:
+        """BLOCK for a read: the configured one, cut short by the next reclaim or retry."""
+        now = anyio.current_time()
+        wake = self._next_reclaim
+        due = self._retries.next_due()
+        if due is not None:
+            wake = min(wake, due)
+        return max(1, min(self._block_ms, int((wake - now) * 1000) + 1))
+
+    async def _timers_due(self) -> bool:
+        """Hand back retries that are due and run a reclaim step if one is due; True if done."""
+        now = anyio.current_time()
+        did = False
+        due = self._retries.pop_due(now)
+        if due:
+            # Hand them back with their delivery count unchanged; the XAUTOCLAIM just below
+            # (or a peer's) takes them and counts the new delivery.
+            await self._release_ids([(entry_id, delivery + 1) for entry_id, delivery in due],
+                                    why="due for retry")
+            self._next_reclaim = now
+            did = True
+        if now >= self._next_reclaim and self._free > 0:
+            await self._reclaim_step()
+            did = True
+        return did
+
+    async def _reclaim_step(self) -> None:
+        """One XAUTOCLAIM step of the current pass; the pass ends when the cursor wraps."""
+        count = min(self._free, self._max_read)
+        try:
+            cursor, entries, counts, deleted = await self._scripts.reclaim(
+                self.stream, self.group, self.consumer, self._claim_idle_ms,
+                self._reclaim_cursor, count,
+            )
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                await self._ensure_group_until_ok()
+                return
+            raise
+        except TRANSIENT_ERRORS as exc:
+            log.warning("stream %s: reclaim failed (%s)", self.stream, exc)
+            self._next_reclaim = anyio.current_time() + self.cfg.claim_interval.seconds
+            return
+        if deleted:
+            self.stats.deleted += len(deleted)
+            log.warning("stream %s: %d pending entries were deleted or trimmed from the stream "
+                        "and dropped from the pending list: %s", self.stream, len(deleted),
+                        " ".join(deleted[:10]))
+        items: list[Item] = []
+        for entry, delivery in zip(entries, counts, strict=True):
+            if not entry:
+                continue
+            entry_id = entry[0].decode()
+            if entry_id in self._inflight:
+                continue  # already ours and queued or running: never run an entry twice
+            self._retries.discard(entry_id)
+            items.append((entry_id, entry[1] or None, delivery))
+        if items:
+            self.stats.reclaimed += len(items)
+            log.info("stream %s: reclaimed %d idle entries (%s..%s)", self.stream, len(items),
+                     items[0][0], items[-1][0])
+            self._take(items)
+        self._reclaim_cursor = cursor
+        if cursor in ("0-0", "0"):
+            self._reclaim_cursor = "0-0"
+            self._next_reclaim = anyio.current_time() + self.cfg.claim_interval.seconds
 
     async def _ack_and_read(self, ids: list[str], history_cursor: str | None, count: int) -> Any:
         """One round trip: fenced-ack ``ids``, then XREADGROUP up to ``count`` entries.
@@ -240,7 +337,7 @@ class StreamConsumer:
         if count:
             read = ["GROUP", self.group, self.consumer, "COUNT", count]
             if history_cursor is None:
-                read += ["BLOCK", self._block_ms, "STREAMS", self.stream, ">"]
+                read += ["BLOCK", self._block_for(), "STREAMS", self.stream, ">"]
             else:
                 read += ["STREAMS", self.stream, history_cursor]
         if not ids:
@@ -268,7 +365,7 @@ class StreamConsumer:
                         len(ids), acked)
             self._acker.put_back(ids)
         else:
-            self._acker.settle(len(ids), int(acked))
+            self._acker.settle(ids, int(acked))
         if not count:
             return None
         if isinstance(results[1], Exception):
@@ -299,19 +396,37 @@ class StreamConsumer:
         self._free += n
         self._wake_reader()
 
+    def _acked(self, ids: list[str]) -> None:
+        self._inflight.discard_many(ids)
+        self._give_back(len(ids))
+
+    def _settled(self, entry_id: str) -> None:
+        """The entry's outcome here is final (dead-lettered, waiting to retry, lost)."""
+        self._inflight.discard(entry_id)
+        self._give_back(1)
+
     def _wake_reader(self) -> None:
         if self._reader_waiting:
             self._reader_waiting = False
             self._slots.set()
 
-    async def _worker(self) -> None:
+    async def _worker(self, index: int) -> None:
         get = self._queue.get
         process = self._process
+        running = self._running
         while True:
-            item = await get()
-            if item is None:
-                return
-            await process(item)
+            # A fresh scope after each lost-lease cancellation; a grace-end cancellation comes
+            # from the enclosing scope and ends the worker.
+            with anyio.CancelScope() as scope:
+                self._worker_scopes[index] = scope
+                while True:
+                    item = await get()
+                    if item is None:
+                        return
+                    running[index] = item[0]
+                    await process(item)
+                    running[index] = None
+            running[index] = None
 
     async def _process(self, item: Item) -> None:
         # The hot path: one call per entry, so locals over attribute lookups, no per-entry clock.
@@ -326,7 +441,9 @@ class StreamConsumer:
         it = iter(kv)
         fields = {k.decode(): v for k, v in zip(it, it, strict=False)}
         if delivery > self._max_deliveries:
-            await self._dead_letter(entry_id, fields, "max-deliveries exceeded")
+            last = self._last_error.pop(entry_id, None)
+            await self._dead_letter(entry_id, fields, "max-deliveries exceeded"
+                                    + (f"; last error: {last}" if last else ""))
             return
         raw = fields.get(_PAYLOAD_KEY)
         payload: Any = None
@@ -349,7 +466,7 @@ class StreamConsumer:
             await self._dead_letter(entry_id, fields, f"rejected: {exc.reason}")
         except Retry as exc:
             stats.retried += 1
-            await self._failed(entry_id, fields, delivery, f"retry requested: {exc}")
+            await self._failed(entry_id, fields, delivery, f"retry requested: {exc}", exc.after)
         except anyio.get_cancelled_exc_class():
             stats.cancelled += 1
             raise
@@ -361,14 +478,22 @@ class StreamConsumer:
         finally:
             stats.in_flight -= 1
 
-    async def _failed(self, entry_id: str, fields: dict[str, bytes], delivery: int, why: str) -> None:
-        """Leave the entry pending for a later delivery, or dead-letter it on its last one."""
-        if delivery >= self.cfg.max_deliveries:
+    async def _failed(
+        self, entry_id: str, fields: dict[str, bytes], delivery: int, why: str,
+        after: float | None = None,
+    ) -> None:
+        """Keep the entry pending for a later delivery, or dead-letter it after its last one."""
+        if delivery >= self._max_deliveries:
             await self._dead_letter(entry_id, fields, f"max-deliveries exceeded; last error: {why}")
             return
-        log.warning("stream %s: entry %s failed on delivery %d/%d: %s",
-                    self.stream, entry_id, delivery, self.cfg.max_deliveries, why)
-        self._give_back(1)
+        delay = self._retries.delay(delivery, after)
+        log.warning("stream %s: entry %s failed on delivery %d/%d (retry in %.1fs): %s",
+                    self.stream, entry_id, delivery, self._max_deliveries, delay, why)
+        if len(self._last_error) > 10_000:
+            self._last_error.clear()
+        self._last_error[entry_id] = why
+        self._retries.add(entry_id, delivery, anyio.current_time() + delay)
+        self._settled(entry_id)
 
     async def _dead_letter(self, entry_id: str, fields: dict[str, bytes], reason: str) -> None:
         dead = dict(fields)
@@ -398,21 +523,66 @@ class StreamConsumer:
                 self.stats.dead_lettered += 1
                 log.warning("stream %s: dead-lettered %s to %s as %s: %s", self.stream, entry_id,
                             self.cfg.dead_letter_stream, dead_id, reason)
-        self._give_back(1)
+        self._settled(entry_id)
 
     async def _release(self, items: list[Item]) -> None:
         """Hand back entries fetched but never started, without counting a delivery."""
         if not items:
             return
-        entries = [(entry_id, delivery) for entry_id, _, delivery in items]
+        released = await self._release_ids(
+            [(entry_id, delivery) for entry_id, _, delivery in items], why="fetched but unstarted"
+        )
+        self.stats.released += released
+        for entry_id, _, _ in items:
+            self._inflight.discard(entry_id)
+
+    async def _release_ids(self, entries: list[tuple[str, int]], why: str) -> int:
+        """Make entries we own look long idle, their delivery count set to n-1, so that the
+        next XAUTOCLAIM (ours or a peer's) takes them at once; returns how many were ours."""
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             try:
                 released = await self._scripts.fenced_release(
                     self.stream, self.group, self.consumer, entries
                 )
             except TRANSIENT_ERRORS as exc:
-                log.warning("stream %s: could not release %d entries (%s); peers take them "
+                log.warning("stream %s: could not hand back %d entries (%s); they are taken "
                             "after claim-idle", self.stream, len(entries), exc)
-                return
-            self.stats.released += released
-            log.info("stream %s: released %d fetched but unstarted entries", self.stream, released)
+                return 0
+            log.info("stream %s: handed back %d %s entries", self.stream, released, why)
+            return released
+        return 0
+
+    # ----------------------------------------------------------------- leases
+
+    async def _lease_loop(self) -> None:
+        """Runs until the workers are done (cancelled by run()): handlers finishing within the
+        shutdown grace keep their leases too."""
+        interval = max(0.025, self.cfg.claim_idle.seconds / 4)
+        while True:
+            await anyio.sleep(interval)
+            ids = self._inflight.tick() + self._retries.ids()
+            if not ids:
+                continue
+            try:
+                lost = await self._scripts.extend_leases(self.stream, self.group, self.consumer, ids)
+            except TRANSIENT_ERRORS as exc:
+                log.warning("stream %s: could not extend %d leases (%s)", self.stream, len(ids), exc)
+                continue
+            if lost:
+                self._lost(lost)
+
+    def _lost(self, lost: list[str]) -> None:
+        """A peer holds these now: never ack them here, and stop working on them."""
+        self.stats.lost_leases += len(lost)
+        log.warning("stream %s: lost the lease on %d entries to another consumer (paused or slow "
+                    "past claim-idle); their results will not be acked: %s",
+                    self.stream, len(lost), " ".join(lost[:10]))
+        lost_set = set(lost)
+        for entry_id in lost:
+            self._retries.discard(entry_id)
+        if not self.cfg.cancel_on_lost_lease:
+            return
+        for index, running in enumerate(self._running):
+            scope = self._worker_scopes[index]
+            if running in lost_set and scope is not None:
+                scope.cancel()

@@ -22,6 +22,8 @@ class Scripts:
         self._ack = client.register_script(self.FENCED_ACK_SOURCE)
         self._release = client.register_script(_source("fenced_release"))
         self._dead_letter = client.register_script(_source("dead_letter"))
+        self._lease = client.register_script(_source("lease"))
+        self._reclaim = client.register_script(_source("reclaim"))
 
     # The source travels with every pipelined ack (EVAL, not EVALSHA): a server that lost its
     # script cache (restart, failover, SCRIPT FLUSH) must not make the reader's ack fail while
@@ -71,3 +73,27 @@ class Scripts:
         if result is None:
             return None
         return result.decode() if isinstance(result, bytes) else str(result)
+
+    async def extend_leases(
+        self, stream: str, group: str, consumer: str, ids: list[str]
+    ) -> list[str]:
+        """Reset the idle time of ``ids`` still owned by ``consumer``; returns the lost ones."""
+        if not ids:
+            return []
+        lost = await self._lease(keys=[stream], args=[group, consumer, " ".join(ids)])
+        return [x.decode() if isinstance(x, bytes) else str(x) for x in lost]
+
+    async def reclaim(
+        self, stream: str, group: str, consumer: str, min_idle_ms: int, cursor: str, count: int
+    ) -> tuple[str, list[Any], list[int], list[str]]:
+        """One XAUTOCLAIM step: (next cursor, raw entries, their delivery counts, deleted ids)."""
+        reply = await self._reclaim(
+            keys=[stream], args=[group, consumer, min_idle_ms, cursor, count]
+        )
+        next_cursor, entries, counts, deleted = reply
+        return (
+            next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor),
+            entries,
+            [int(c) for c in counts],
+            [x.decode() if isinstance(x, bytes) else str(x) for x in deleted],
+        )

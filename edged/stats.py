@@ -17,6 +17,8 @@ class StreamStats:
     released: int = 0  # fetched, never started, handed back at shutdown
     deleted: int = 0  # pending ids whose entry was deleted or trimmed from the stream
     cancelled: int = 0  # still running when the grace period ended; left pending
+    reclaimed: int = 0  # taken over with XAUTOCLAIM (from dead peers, or our own retries)
+    lost_leases: int = 0  # a peer claimed an entry we were still working on
     reads: int = 0
     read_errors: int = 0
     in_flight: int = 0
