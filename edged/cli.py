@@ -11,6 +11,7 @@ import anyio
 import msgspec
 import typer
 
+from edged.cli_dlq import dlq_app
 from edged.clitools import ConfigOpt, JsonOpt, UrlOpt, config_path, exits, redis_client, resolve_connection
 from edged.codec import encode_json_text
 from edged.config import DEFAULT_CONFIG_PATH, Config, demo_config, load_config
@@ -31,6 +32,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check or print the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(dlq_app, name="dlq")
 
 def check_handlers(cfg: Config) -> None:
     for i, s in enumerate(cfg.streams):
@@ -50,6 +52,10 @@ def start(
     ] = False,
     log_format: Annotated[str, typer.Option(help="text or json.")] = "text",
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    takeover: Annotated[
+        bool,
+        typer.Option("--takeover", help="Take the consumer name over from a live daemon."),
+    ] = False,
 ) -> None:
     """Run the daemon in the foreground (systemd runs it the same way)."""
     from edged.daemon import Daemon
@@ -72,9 +78,9 @@ def start(
 
         check_handlers(cfg)  # a bad handler exits 78 before the server starts
         with embedded_server() as embedded_url:
-            code = anyio.run(Daemon.build(cfg, url or embedded_url).run)
+            code = anyio.run(Daemon.build(cfg, url or embedded_url, takeover).run)
     else:
-        daemon = Daemon.build(cfg, url)  # handlers are imported here: a bad one exits 78
+        daemon = Daemon.build(cfg, url, takeover)  # handlers are imported here: a bad one exits 78
         code = anyio.run(daemon.run)
     raise typer.Exit(code)
 

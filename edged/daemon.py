@@ -19,10 +19,12 @@ import anyio
 from redis.asyncio import Redis
 
 from edged import __version__
+from edged.cleanup import remove_dead_consumers
 from edged.config import Config
 from edged.connection import TRANSIENT_ERRORS, Backoff, describe_target, make_client
 from edged.consumer import StreamConsumer, use_raw_stream_replies
 from edged.handlers import build_handler
+from edged.heartbeat import ConsumerNameTaken, Heartbeat
 from edged.scripts import Scripts
 
 log = logging.getLogger("edged.daemon")
@@ -37,14 +39,20 @@ class Daemon:
     consumer: str = ""
     client: Redis | None = None
     streams: list[StreamConsumer] = field(default_factory=list)
+    takeover: bool = False
+    heartbeat: Heartbeat | None = None
+    scripts: Scripts | None = None
+    exit_code: int = 0
     forced: bool = False
     _stopping: bool = False
     _stopped: anyio.Event = field(default_factory=anyio.Event)
 
     @classmethod
-    def build(cls, config: Config, url: str | None = None) -> Daemon:
+    def build(cls, config: Config, url: str | None = None, takeover: bool = False) -> Daemon:
         """Resolve handlers and names; raises ConfigError (exit 78) before touching Redis."""
-        daemon = cls(config=config, url=url, consumer=config.daemon.consumer_name())
+        daemon = cls(
+            config=config, url=url, consumer=config.daemon.consumer_name(), takeover=takeover
+        )
         handlers = [build_handler(s, i) for i, s in enumerate(config.streams)]
         block = config.daemon.read_block.seconds
         # The socket timeout must outlast a blocking read, or redis-py would retry it underneath.
@@ -54,11 +62,28 @@ class Daemon:
         use_raw_stream_replies(client)
         scripts = Scripts(client)
         daemon.client = client
+        daemon.scripts = scripts
         daemon.streams = [
             StreamConsumer(client, scripts, s, daemon.consumer, h, read_block=block)
             for s, h in zip(config.streams, handlers, strict=True)
         ]
+        daemon.heartbeat = Heartbeat(
+            scripts, config.daemon.key_prefix, daemon.consumer,
+            config.daemon.heartbeat_interval.seconds,
+            [f"{s.stream}/{s.group}" for s in config.streams], daemon.status_fields,
+        )
         return daemon
+
+    def status_fields(self) -> dict[str, str]:
+        """Live counts for the heartbeat record (read by `edged status`)."""
+        stats = [s.stats for s in self.streams]
+        return {
+            "ready": "1" if all(s.ready.is_set() and s.connected for s in self.streams) else "0",
+            "in-flight": str(sum(s.in_flight for s in stats)),
+            "processed": str(sum(s.processed for s in stats)),
+            "failed": str(sum(s.failed + s.retried for s in stats)),
+            "dead-lettered": str(sum(s.dead_lettered for s in stats)),
+        }
 
     def stop(self) -> None:
         """Begin the drain (idempotent)."""
@@ -72,20 +97,63 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until stopped by a signal; returns the exit code."""
-        assert self.client is not None
+        assert self.client is not None and self.heartbeat is not None
         async with anyio.create_task_group() as root:
             root.start_soon(self._watch_signals, root.cancel_scope)
             await self._log_server_summary()
+            if not await self._claim_name():
+                root.cancel_scope.cancel()
+                return self.exit_code
+            root.start_soon(self.heartbeat.run, self._superseded)
+            root.start_soon(self._cleanup_loop)
             root.start_soon(self._announce_ready)
             async with anyio.create_task_group() as consumers:
                 for s in self.streams:
                     consumers.start_soon(s.run)
+            await self.heartbeat.end()
             root.cancel_scope.cancel()
         with anyio.CancelScope(shield=True):
             await self.client.aclose()
         total = sum(s.stats.processed for s in self.streams)
         log.info("stopped; %d entries processed", total)
-        return 1 if self.forced else 0
+        return 1 if self.forced else self.exit_code
+
+    async def _claim_name(self) -> bool:
+        """Hold the consumer name before consuming anything; False if another daemon has it."""
+        assert self.heartbeat is not None
+        backoff = Backoff()
+        while not self._stopping:
+            try:
+                await self.heartbeat.claim(self.takeover)
+                return True
+            except ConsumerNameTaken as exc:
+                log.error("%s", exc)
+                self.exit_code = 1
+                return False
+            except TRANSIENT_ERRORS as exc:
+                delay = backoff.next_delay()
+                log.warning("cannot record heartbeat (%s); retrying in %.1fs", exc, delay)
+                with anyio.move_on_after(delay):
+                    await self._stopped.wait()
+        return False
+
+    def _superseded(self, why: str) -> None:
+        log.error("stopping: %s", why.replace("is held by", "was taken over by"))
+        self.exit_code = 1
+        self.stop()
+
+    async def _cleanup_loop(self) -> None:
+        """Remove dead consumers that own nothing, every quarter of consumer-expiry (<= 1 min)."""
+        assert self.client is not None and self.scripts is not None
+        expiry = self.config.daemon.consumer_expiry
+        interval = min(60.0, max(0.5, expiry.seconds / 4))
+        while True:
+            await anyio.sleep(interval)
+            for s in self.streams:
+                await remove_dead_consumers(
+                    self.client, self.scripts, self.config.daemon.key_prefix, s.stream, s.group,
+                    self.consumer, expiry.ms,
+                )
 
     async def _watch_signals(self, root: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:

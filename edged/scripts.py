@@ -24,6 +24,9 @@ class Scripts:
         self._dead_letter = client.register_script(_source("dead_letter"))
         self._lease = client.register_script(_source("lease"))
         self._reclaim = client.register_script(_source("reclaim"))
+        self._heartbeat = client.register_script(_source("heartbeat"))
+        self._heartbeat_end = client.register_script(_source("heartbeat_end"))
+        self._delete_consumer = client.register_script(_source("delete_consumer"))
 
     # The source travels with every pipelined ack (EVAL, not EVALSHA): a server that lost its
     # script cache (restart, failover, SCRIPT FLUSH) must not make the reader's ack fail while
@@ -97,3 +100,29 @@ class Scripts:
             [int(c) for c in counts],
             [x.decode() if isinstance(x, bytes) else str(x) for x in deleted],
         )
+
+    async def heartbeat(
+        self, record_key: str, seen: str, consumer: str, instance: str, ttl_ms: int,
+        takeover: bool, fields: dict[str, str],
+    ) -> dict[str, str] | None:
+        """Record this instance under ``consumer``; the current holder's record if refused."""
+        args: list[str | int] = [consumer, instance, ttl_ms, "1" if takeover else "0"]
+        for k, v in fields.items():
+            args += [k, v]
+        holder = await self._heartbeat(keys=[record_key, seen], args=args)
+        if not holder:
+            return None
+        it = iter(x.decode() if isinstance(x, bytes) else str(x) for x in holder)
+        return dict(zip(it, it, strict=False))
+
+    async def heartbeat_end(self, record_key: str, instance: str) -> bool:
+        return bool(await self._heartbeat_end(keys=[record_key], args=[instance]))
+
+    async def delete_consumer(
+        self, stream: str, group: str, consumer: str, record_key: str, seen: str, expiry_ms: int
+    ) -> str:
+        """Delete ``consumer`` if it is dead and owns nothing; returns what was decided."""
+        result = await self._delete_consumer(
+            keys=[stream, record_key, seen], args=[group, consumer, expiry_ms]
+        )
+        return result.decode() if isinstance(result, bytes) else str(result)

@@ -59,3 +59,29 @@ def record_sync(event: Event) -> None:
     thread = threading.current_thread().name
     r.rpush(f"{event.stream}:handled", f"{event.id} {_me()} {event.delivery} {thread}")
     r.close()
+
+
+async def record_timed(event: Event) -> None:
+    """Like ``record``, each mark followed by the wall-clock time (seconds) it was written:
+    "<id> <consumer> <delivery> <time>". One more steer: {"hang-from": n} hangs (until
+    <stream>:release exists) only from delivery n on, so a first run finishes while a later
+    run of the same entry by a peer that claimed it keeps it pending."""
+    import time
+
+    r = _client()
+    base = f"{event.id} {_me()} {event.delivery}"
+    await r.rpush(f"{event.stream}:started", f"{base} {time.time():.6f}")
+    body = event.payload if isinstance(event.payload, dict) else {}
+    if body.get("sleep"):
+        await anyio.sleep(float(body["sleep"]))
+    hang_from = body.get("hang-from")
+    if body.get("hang") or (hang_from is not None and event.delivery >= int(hang_from)):
+        while not await r.exists(f"{event.stream}:release"):  # noqa: ASYNC110 - polls Redis
+            await anyio.sleep(0.05)
+    if body.get("fail"):
+        await r.rpush(f"{event.stream}:failed", f"{base} {time.time():.6f}")
+        raise RuntimeError("told to fail")
+    if body.get("retry"):
+        await r.rpush(f"{event.stream}:failed", f"{base} {time.time():.6f}")
+        raise Retry("told to retry")
+    await r.rpush(f"{event.stream}:handled", f"{base} {time.time():.6f}")

@@ -1,0 +1,400 @@
+"""Fault scenarios with real `edged start` processes: SIGKILL, SIGSTOP, long and poison handlers,
+entries deleted while pending, retry backoff.
+
+Each test starts daemons as subprocesses against the session server, does something bad to
+them or to the stream, and checks the outcome from Redis (XPENDING, the dead-letter stream,
+what tests.handlers:record_timed wrote) and from the daemons' own output. Timings are small
+(claim-idle 1500ms, claim-interval 200ms) so the whole file stays well under 90 s.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from tests.servers import Server
+from tests.support import DaemonProcess, wait_for, write_config
+from tests.support import test_env as edged_env
+
+pytestmark = pytest.mark.slow
+
+GROUP = "edged"
+HANDLER = "tests.handlers:record_timed"
+CLAIM_IDLE = 1.5
+CLAIM_INTERVAL = 0.2
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def uid() -> str:
+    return uuid.uuid4().hex[:6]
+
+
+def stream_cfg(stream: str, **extra: Any) -> dict[str, Any]:
+    cfg: dict[str, Any] = {
+        "stream": stream, "group": GROUP, "handler": HANDLER, "start-id": "0",
+        "concurrency": 4, "claim-idle": f"{int(CLAIM_IDLE * 1000)}ms",
+        "claim-interval": f"{int(CLAIM_INTERVAL * 1000)}ms", "retry-backoff": "100ms",
+    }
+    cfg.update(extra)
+    return cfg
+
+
+class Fleet:
+    """The daemons one test started; at teardown any still running is killed by its pid."""
+
+    def __init__(self, server: Server, tmp_path: Path) -> None:
+        self.server = server
+        self.tmp_path = tmp_path
+        self.procs: list[DaemonProcess] = []
+
+    def start(self, consumer: str, streams: list[dict[str, Any]], **daemon: Any) -> DaemonProcess:
+        cfg = write_config(
+            self.tmp_path / f"{consumer}.toml", streams,
+            daemon={"consumer": consumer, "shutdown-grace": "5s", **daemon},
+        )
+        env = edged_env(EDGED_TEST_REDIS=self.server.url, EDGED_TEST_CONSUMER=consumer)
+        d = DaemonProcess(cfg, self.server.url, self.tmp_path / f"{consumer}.log", env=env)
+        self.procs.append(d)
+        return d
+
+    def close(self) -> None:
+        for d in self.procs:
+            if d.proc.poll() is None:
+                d.proc.kill()  # works on a SIGSTOPped process too
+                d.proc.wait()
+            d._log.close()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {d.log_path.name}:\n{d.output()}" for d in self.procs)
+
+
+@pytest.fixture
+def fleet(server: Server, tmp_path: Path) -> Iterator[Fleet]:
+    f = Fleet(server, tmp_path)
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def add(r: redis.Redis, stream: str, body: dict[str, Any]) -> str:
+    return r.xadd(stream, {"payload": json.dumps(body)}).decode()
+
+
+def add_many(r: redis.Redis, stream: str, bodies: list[dict[str, Any]]) -> list[str]:
+    pipe = r.pipeline(transaction=False)
+    for body in bodies:
+        pipe.xadd(stream, {"payload": json.dumps(body)})
+    return [x.decode() for x in pipe.execute()]
+
+
+def marks(r: redis.Redis, key: str) -> list[tuple[str, str, int, float]]:
+    """(id, consumer, delivery, wall time) of the runs record_timed wrote to list ``key``."""
+    out = []
+    for raw in r.lrange(key, 0, -1):
+        entry_id, consumer, delivery, at = raw.decode().split()[:4]
+        out.append((entry_id, consumer, int(delivery), float(at)))
+    return out
+
+
+def handled_ids(r: redis.Redis, stream: str) -> set[str]:
+    return {m[0] for m in marks(r, f"{stream}:handled")}
+
+
+def pending_rows(r: redis.Redis, stream: str) -> list[dict[str, Any]]:
+    rows = r.xpending_range(stream, GROUP, min="-", max="+", count=10_000)
+    return [
+        {"id": row["message_id"].decode(), "consumer": row["consumer"].decode(),
+         "deliveries": int(row["times_delivered"])}
+        for row in rows
+    ]
+
+
+def pending_count(r: redis.Redis, stream: str) -> int:
+    return int(r.xpending(stream, GROUP)["pending"])
+
+
+def owned_by(r: redis.Redis, stream: str, consumer: str) -> list[str]:
+    return [row["id"] for row in pending_rows(r, stream) if row["consumer"] == consumer]
+
+
+def dead_entries(r: redis.Redis, stream: str) -> list[dict[str, str]]:
+    return [
+        {k.decode(): v.decode() for k, v in fields.items()}
+        for _, fields in r.xrange(f"{stream}:dead")
+    ]
+
+
+def explain(r: redis.Redis, stream: str, fleet: Fleet) -> str:
+    return (
+        f"\npending: {pending_rows(r, stream)}\nstarted: {marks(r, f'{stream}:started')}\n"
+        f"handled: {marks(r, f'{stream}:handled')}\nfailed: {marks(r, f'{stream}:failed')}\n"
+        f"{fleet.logs()}"
+    )
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def test_sigkilled_daemon_entries_are_taken_over_by_peers(
+    r: redis.Redis, stream: str, fleet: Fleet
+) -> None:
+    """Three daemons share a group; 60 entries ({"sleep": 0.2}) are published; one daemon is
+    SIGKILLed while XPENDING shows entries owned by it. Then: the survivors take over every
+    entry the dead consumer held within claim-idle + claim-interval + 3 s of the kill (the
+    measured takeover time is printed), those entries are run again by a survivor with
+    delivery >= 2, every published entry is handled at least once, and the PEL drains."""
+    tag = uid()
+    names = [f"kill{i}-{tag}" for i in range(3)]
+    daemons = [fleet.start(n, [stream_cfg(stream)]) for n in names]
+    for d in daemons:
+        d.wait_ready()
+    victim, victim_name = daemons[0], names[0]
+    published = add_many(r, stream, [{"sleep": 0.2, "n": i} for i in range(60)])
+
+    def victim_is_busy() -> bool:
+        started = {m[0] for m in marks(r, f"{stream}:started") if m[1] == victim_name}
+        return bool(started & set(owned_by(r, stream, victim_name)))
+
+    wait_for(victim_is_busy, timeout=15, what="the victim running entries it owns")
+    victim.proc.kill()
+    killed_at = time.monotonic()
+    victim.proc.wait()
+    held = owned_by(r, stream, victim_name)
+    assert held, "the SIGKILLed daemon held no pending entry: the kill tests nothing"
+    assert len(handled_ids(r, stream)) < len(published), "the kill came after all the work"
+
+    bound = CLAIM_IDLE + CLAIM_INTERVAL + 3
+    try:
+        wait_for(lambda: not owned_by(r, stream, victim_name), timeout=bound + 2,
+                 interval=0.01, what="no pending entry owned by the dead consumer")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}{explain(r, stream, fleet)}") from None
+    takeover = time.monotonic() - killed_at
+    print(f"\ntakeover of {len(held)} entries held by a SIGKILLed daemon: {takeover:.2f}s "
+          f"(claim-idle {CLAIM_IDLE}s, claim-interval {CLAIM_INTERVAL}s)")
+    assert takeover < bound, f"takeover took {takeover:.2f}s, over {bound}s"
+
+    try:
+        wait_for(lambda: handled_ids(r, stream) >= set(published), timeout=20,
+                 what="every published entry handled")
+        wait_for(lambda: pending_count(r, stream) == 0, timeout=10, what="the PEL drained")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}{explain(r, stream, fleet)}") from None
+    reruns = {m[0] for m in marks(r, f"{stream}:handled") if m[1] != victim_name and m[2] >= 2}
+    assert set(held) <= reruns, (held, marks(r, f"{stream}:handled"))
+    for d in daemons[1:]:
+        assert d.proc.poll() is None, d.output()
+    assert any("reclaimed" in d.output() for d in daemons[1:]), fleet.logs()
+
+
+@pytest.mark.parametrize("cancel", [False, True], ids=["finish-and-ack", "cancel-on-lost-lease"])
+def test_paused_daemon_cannot_ack_away_what_a_peer_claimed(
+    r: redis.Redis, stream: str, fleet: Fleet, cancel: bool
+) -> None:
+    """Daemon A runs entry X ({"sleep": 1.5, "hang-from": 2}) and is SIGSTOPped in the
+    handler. Past claim-idle, daemon B reclaims X (delivery 2) and hangs on it. A is then
+    SIGCONTed: its handler either finishes and A tries to ack X (cancel-on-lost-lease off), or
+    A finds the lease lost and cancels it. Either way A must report the stale ack / lost lease
+    and X must stay pending, owned by B with delivery 2, until the test sets <stream>:release;
+    then B handles it, the other entries are handled too, and the PEL drains."""
+    tag = uid()
+    a_name, b_name = f"paused-{tag}", f"peer-{tag}"
+    cfg = [stream_cfg(stream, **{"cancel-on-lost-lease": cancel})]
+    a = fleet.start(a_name, cfg)
+    a.wait_ready()
+    x = add(r, stream, {"sleep": 1.5, "hang-from": 2})
+    wait_for(lambda: any(m[0] == x and m[1] == a_name for m in marks(r, f"{stream}:started")),
+             timeout=10, what="A running X")
+    a.signal(signal.SIGSTOP)
+    b = fleet.start(b_name, cfg)
+    b.wait_ready()
+    others = add_many(r, stream, [{"n": i} for i in range(5)])
+
+    def b_runs_x() -> bool:
+        return any(m[0] == x and m[1] == b_name for m in marks(r, f"{stream}:started"))
+
+    try:
+        wait_for(b_runs_x, timeout=CLAIM_IDLE + 10, what="B reclaimed X and runs it")
+        wait_for(lambda: handled_ids(r, stream) >= set(others), timeout=10,
+                 what="B handled the other entries")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}{explain(r, stream, fleet)}") from None
+    assert [(row["consumer"], row["deliveries"]) for row in pending_rows(r, stream)
+            if row["id"] == x] == [(b_name, 2)]
+
+    a.signal(signal.SIGCONT)
+    if cancel:
+        wait_for(lambda: "lost the lease" in a.output() or "no longer owned" in a.output(),
+                 timeout=10, what=f"A reporting a lost lease or a stale ack:\n{a.output()}")
+    else:
+        # The handler is not cancelled: it finishes, and A's ack of X must be refused.
+        wait_for(lambda: "no longer owned" in a.output(), timeout=10,
+                 what=f"A reporting a stale ack:\n{a.output()}")
+        assert (x, a_name, 1) in [m[:3] for m in marks(r, f"{stream}:handled")]
+    # A has had its say; give it a moment's worth of work (a read round) and look again.
+    add(r, stream, {"n": "after"})
+    wait_for(lambda: len(handled_ids(r, stream)) >= len(others) + 1 + (0 if cancel else 1),
+             timeout=10, what="the entry published after SIGCONT handled")
+    rows = [row for row in pending_rows(r, stream) if row["id"] == x]
+    assert [(row["consumer"], row["deliveries"]) for row in rows] == [(b_name, 2)], (
+        f"X left B's pending list before B finished it: {rows}{explain(r, stream, fleet)}"
+    )
+    assert (x, b_name) not in [m[:2] for m in marks(r, f"{stream}:handled")]
+
+    r.set(f"{stream}:release", 1)
+    try:
+        wait_for(lambda: (x, b_name, 2) in [m[:3] for m in marks(r, f"{stream}:handled")],
+                 timeout=10, what="B handled X once released")
+        wait_for(lambda: pending_count(r, stream) == 0, timeout=10, what="the PEL drained")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}{explain(r, stream, fleet)}") from None
+    assert handled_ids(r, stream) >= {x, *others}
+    assert a.proc.poll() is None and b.proc.poll() is None, fleet.logs()
+
+
+def test_long_handler_keeps_its_lease(r: redis.Redis, stream: str, fleet: Fleet) -> None:
+    """Two daemons; one entry whose handler runs 3x claim-idle ({"sleep": 4.5}) among a few
+    short ones. The running daemon's lease extensions must keep the peer's XAUTOCLAIM off it:
+    the long entry is started exactly once and handled once, nobody reports a lost lease, and
+    the PEL drains."""
+    tag = uid()
+    names = [f"long{i}-{tag}" for i in range(2)]
+    daemons = [fleet.start(n, [stream_cfg(stream)]) for n in names]
+    for d in daemons:
+        d.wait_ready()
+    long_id = add(r, stream, {"sleep": 3 * CLAIM_IDLE})
+    short = add_many(r, stream, [{"sleep": 0.05, "n": i} for i in range(6)])
+    try:
+        wait_for(lambda: handled_ids(r, stream) >= {long_id, *short}, timeout=20,
+                 what="all entries handled")
+        wait_for(lambda: pending_count(r, stream) == 0, timeout=10, what="the PEL drained")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}{explain(r, stream, fleet)}") from None
+    starts = [m for m in marks(r, f"{stream}:started") if m[0] == long_id]
+    runs = [m for m in marks(r, f"{stream}:handled") if m[0] == long_id]
+    assert len(starts) == 1 and starts[0][2] == 1, f"long entry started {starts}"
+    assert len(runs) == 1, runs
+    assert runs[0][3] - starts[0][3] >= 3 * CLAIM_IDLE - 0.1
+    for d in daemons:
+        assert "lost the lease" not in d.output(), d.output()
+        assert "no longer owned" not in d.output(), d.output()
+
+
+def test_poison_entry_is_dead_lettered_after_max_deliveries(
+    r: redis.Redis, stream: str, fleet: Fleet
+) -> None:
+    """Two daemons with max-deliveries 3; one entry whose handler always raises ({"fail":
+    true}) among 20 good ones. The poison entry runs exactly 3 times (across the daemons, with
+    deliveries 1, 2, 3), then sits in <stream>:dead with edged-reason "max-deliveries
+    exceeded...", its original id and edged-deliveries 3; every good entry is handled and the
+    PEL drains."""
+    tag = uid()
+    names = [f"poison{i}-{tag}" for i in range(2)]
+    cfg = [stream_cfg(stream, **{"max-deliveries": 3})]
+    daemons = [fleet.start(n, cfg) for n in names]
+    for d in daemons:
+        d.wait_ready()
+    good = add_many(r, stream, [{"sleep": 0.05, "n": i} for i in range(10)])
+    poison = add(r, stream, {"fail": True})
+    good += add_many(r, stream, [{"sleep": 0.05, "n": i} for i in range(10, 20)])
+    try:
+        wait_for(lambda: dead_entries(r, stream), timeout=15, what="a dead-lettered entry")
+        wait_for(lambda: handled_ids(r, stream) >= set(good), timeout=15,
+                 what="every good entry handled")
+        wait_for(lambda: pending_count(r, stream) == 0, timeout=10, what="the PEL drained")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}{explain(r, stream, fleet)}") from None
+    dead = dead_entries(r, stream)
+    assert len(dead) == 1, dead
+    assert dead[0]["edged-id"] == poison
+    assert "max-deliveries exceeded" in dead[0]["edged-reason"], dead[0]
+    assert dead[0]["edged-deliveries"] == "3", dead[0]
+    assert json.loads(dead[0]["payload"]) == {"fail": True}
+    failed = [m for m in marks(r, f"{stream}:failed") if m[0] == poison]
+    assert sorted(m[2] for m in failed) == [1, 2, 3], failed
+    assert len([m for m in marks(r, f"{stream}:started") if m[0] == poison]) == 3
+    assert poison not in handled_ids(r, stream)
+    assert not dead_entries(r, stream)[1:]
+
+
+def test_pending_entries_deleted_from_the_stream_are_dropped_not_run(
+    r: redis.Redis, stream: str, fleet: Fleet
+) -> None:
+    """Six entries are read by a consumer "ghost" that never runs (a plain XREADGROUP), so
+    they sit in its PEL; then one is XDELed and one is trimmed away (XTRIM MINID). A daemon
+    started on the group must, after claim-idle, reclaim and handle the four live entries
+    (delivery 2), drop the two deleted ones from the PEL without running them, say so in its
+    log, and leave the PEL empty."""
+    ghost = f"ghost-{uid()}"
+    r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    ids = add_many(r, stream, [{"n": i} for i in range(6)])
+    reply = r.xreadgroup(GROUP, ghost, {stream: ">"}, count=10)
+    assert len(reply[0][1]) == 6
+    assert r.xdel(stream, ids[3]) == 1
+    assert r.xtrim(stream, minid=ids[1]) == 1
+    assert pending_count(r, stream) == 6, "the PEL keeps deleted entries"
+    deleted, live = {ids[0], ids[3]}, {ids[1], ids[2], ids[4], ids[5]}
+
+    name = f"survivor-{uid()}"
+    d = fleet.start(name, [stream_cfg(stream)])
+    d.wait_ready()
+    try:
+        wait_for(lambda: handled_ids(r, stream) >= live, timeout=CLAIM_IDLE + 10,
+                 what="the live entries reclaimed and handled")
+        wait_for(lambda: pending_count(r, stream) == 0, timeout=10, what="the PEL drained")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}{explain(r, stream, fleet)}") from None
+    started = marks(r, f"{stream}:started")
+    assert {m[0] for m in started} == live, started
+    assert sorted((m[0], m[1], m[2]) for m in marks(r, f"{stream}:handled")) == sorted(
+        (i, name, 2) for i in live
+    )
+    out = d.output()
+    assert "deleted" in out and all(i in out for i in deleted), out
+
+
+def test_retries_back_off_without_waiting_for_claim_idle(
+    r: redis.Redis, stream: str, fleet: Fleet
+) -> None:
+    """One daemon, claim-idle 10s, retry-backoff 200ms, max-deliveries 4; an entry whose
+    handler raises Retry every time ({"retry": true}). Its 4 runs (deliveries 1..4) must all
+    happen within 5 s of the first, far sooner than claim-idle (retries do not wait for a
+    reclaim), yet at least 150 ms apart (no hot loop: the backoff starts at 200ms less 20%
+    jitter and doubles); after the 4th run it is dead-lettered and the PEL drains. A good entry
+    published alongside is handled once."""
+    name = f"retry-{uid()}"
+    cfg = [stream_cfg(stream, **{"claim-idle": "10s", "retry-backoff": "200ms",
+                                 "max-deliveries": 4})]
+    d = fleet.start(name, cfg)
+    d.wait_ready()
+    entry = add(r, stream, {"retry": True})
+    good = add(r, stream, {"n": 1})
+    try:
+        wait_for(lambda: dead_entries(r, stream), timeout=10, what="the entry dead-lettered")
+        wait_for(lambda: pending_count(r, stream) == 0, timeout=5, what="the PEL drained")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}{explain(r, stream, fleet)}") from None
+    runs = sorted((m for m in marks(r, f"{stream}:failed") if m[0] == entry), key=lambda m: m[3])
+    assert [m[2] for m in runs] == [1, 2, 3, 4], runs
+    times = [m[3] for m in runs]
+    gaps = [round(b - a, 3) for a, b in zip(times, times[1:], strict=False)]
+    print(f"\nretry gaps (backoff 200ms doubling): {gaps}")
+    assert times[-1] - times[0] < 5, f"retries waited too long: gaps {gaps}"
+    assert min(gaps) >= 0.15, f"retries hot-looped: gaps {gaps}"
+    dead = dead_entries(r, stream)
+    assert len(dead) == 1 and dead[0]["edged-id"] == entry, dead
+    assert "max-deliveries exceeded" in dead[0]["edged-reason"], dead[0]
+    assert "told to retry" in dead[0]["edged-reason"], dead[0]
+    assert dead[0]["edged-deliveries"] == "4", dead[0]
+    assert [m[:3] for m in marks(r, f"{stream}:handled")] == [(good, name, 1)]
