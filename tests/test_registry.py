@@ -1,0 +1,149 @@
+"""Heartbeats, exclusive consumer names and the safe removal of dead consumers.
+
+Real `edged start` processes against the session server; results read back from Redis.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.servers import Server
+from tests.support import DaemonProcess, wait_for, write_config
+from tests.support import test_env as edged_env
+
+GROUP = "edged"
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    procs: list[DaemonProcess] = []
+    yield procs
+    for p in procs:
+        p.stop()
+
+
+def start(
+    daemons: list[DaemonProcess], server: Server, tmp_path: Path, stream: str, consumer: str,
+    *extra: str, prefix: str = "edged:", expiry: str = "1h",
+) -> DaemonProcess:
+    cfg = write_config(
+        tmp_path / f"{consumer}-{len(daemons)}.toml",
+        [{"stream": stream, "handler": "tests.handlers:record", "claim-idle": "2s",
+          "claim-interval": "200ms"}],
+        daemon={"consumer": consumer, "heartbeat-interval": "200ms", "key-prefix": prefix,
+                "consumer-expiry": expiry},
+    )
+    proc = DaemonProcess(
+        cfg, server.url, tmp_path / f"{consumer}-{len(daemons)}.log", *extra,
+        env=edged_env(EDGED_TEST_REDIS=server.url, EDGED_TEST_CONSUMER=consumer),
+    )
+    daemons.append(proc)
+    return proc
+
+
+def test_heartbeat_record_lives_while_running_and_goes_at_stop(
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    """A daemon runs, then gets SIGTERM. While it runs, its record under the prefix names its
+    host, pid, version and streams and carries a TTL of a few beats; the last-seen hash has it.
+    After a clean stop the record is gone at once, the last-seen entry stays."""
+    prefix = f"t{uuid.uuid4().hex[:6]}:"
+    d = start(daemons, server, tmp_path, stream, "hb-1", prefix=prefix)
+    d.wait_ready()
+    key = f"{prefix}daemon:hb-1"
+    record = wait_for(lambda: r.hgetall(key), what="heartbeat record")
+    assert record[b"host"] == socket.gethostname().encode()
+    assert int(record[b"pid"]) == d.pid
+    assert record[b"consumer"] == b"hb-1"
+    assert stream.encode() in record[b"streams"]
+    assert 0 < r.pttl(key) <= 1000  # a few beats, at least 1 s
+    assert r.hget(f"{prefix}seen", "hb-1") is not None
+    first_beat = float(record[b"beat"])
+    wait_for(lambda: float(r.hget(key, "beat") or 0) > first_beat, what="a later beat")
+    d.signal(signal.SIGTERM)
+    assert d.wait() == 0
+    assert not r.exists(key)
+    assert r.hget(f"{prefix}seen", "hb-1") is not None
+
+
+def test_second_daemon_with_a_live_name_is_refused_unless_takeover(
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    """A daemon holds consumer name "twin"; a second daemon with the same name exits 1 at
+    once with a message naming the holder's host and pid and --takeover, having consumed
+    nothing. A third with --takeover gets the name; the first notices on its next beat,
+    stops, and exits 1 saying it was taken over."""
+    first = start(daemons, server, tmp_path, stream, "twin")
+    first.wait_ready()
+    second = start(daemons, server, tmp_path, stream, "twin")
+    assert second.wait(timeout=30) == 1
+    out = second.output()
+    assert "held by a live daemon" in out and f"pid {first.pid}" in out and "--takeover" in out
+    assert "ready:" not in out
+    third = start(daemons, server, tmp_path, stream, "twin", "--takeover")
+    third.wait_ready()
+    assert first.wait(timeout=30) == 1
+    assert "taken over" in first.output()
+    assert int(r.hget("edged:daemon:twin", "pid") or 0) == third.pid
+    r.xadd(stream, {"payload": b"{}"})
+    wait_for(lambda: r.llen(f"{stream}:handled") == 1, what="the new holder handles entries")
+
+
+def test_dead_consumer_cleanup_never_drops_pending_entries(
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    """Besides the live daemon, "ghost-empty" (never beats, owns nothing) and "ghost-owner"
+    (never beats, owns one entry) are in the group. With consumer-expiry 1s, ghost-empty is
+    removed; ghost-owner is kept while it owns the entry, and removed only once the daemon has
+    reclaimed it (claim-idle 2s) and handled it. Nothing is lost: the entry was handled, the
+    PEL drains, the live consumer stays."""
+    r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    r.xgroup_createconsumer(stream, GROUP, "ghost-empty")
+    entry = r.xadd(stream, {"payload": b"{}"}).decode()
+    r.xreadgroup(GROUP, "ghost-owner", {stream: ">"})
+    assert r.xpending(stream, GROUP)["pending"] == 1
+    d = start(daemons, server, tmp_path, stream, "live-one", expiry="1s")
+    d.wait_ready()
+
+    def names() -> set[str]:
+        return {c["name"].decode() for c in r.xinfo_consumers(stream, GROUP)}
+
+    wait_for(lambda: "ghost-empty" not in names(), timeout=20, what="ghost-empty removed")
+    # ghost-owner may only go once its entry was taken over and handled.
+    wait_for(lambda: "ghost-owner" not in names(), timeout=30, what="ghost-owner removed")
+    handled = [x.decode().split()[0] for x in r.lrange(f"{stream}:handled", 0, -1)]
+    assert entry in handled
+    assert r.xpending(stream, GROUP)["pending"] == 0
+    assert "live-one" in names()
+    assert "removed dead consumer ghost-empty" in d.output()
+
+
+def test_cleanup_keeps_a_consumer_whose_entries_cannot_be_reclaimed_yet(
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    """A dead consumer "holder" owns an entry whose idle time is kept below claim-idle by the
+    test (XCLAIM to itself, as a lease would); with consumer-expiry 1s the live daemon's
+    cleanup runs several times meanwhile. "holder" must stay in the group with its entry
+    pending: deleting it would drop the entry for good."""
+    r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    entry = r.xadd(stream, {"payload": b"{}"}).decode()
+    r.xreadgroup(GROUP, "holder", {stream: ">"})
+    d = start(daemons, server, tmp_path, stream, "live-two", expiry="1s")
+    d.wait_ready()
+    deadline = time.monotonic() + 3  # several cleanup passes (every 0.5 s)
+    while time.monotonic() < deadline:
+        # Pacing the test's own lease renewals, not waiting for a condition.
+        r.xclaim(stream, GROUP, "holder", 0, [entry], justid=True)
+        time.sleep(0.25)
+    names = {c["name"].decode() for c in r.xinfo_consumers(stream, GROUP)}
+    assert "holder" in names
+    rows = r.xpending_range(stream, GROUP, "-", "+", 10)
+    assert [(x["message_id"].decode(), x["consumer"].decode()) for x in rows] == [(entry, "holder")]
