@@ -136,6 +136,11 @@ class StreamConsumer:
             self._unstarted.extend(self._queue.close())
             await self._release(self._unstarted)
             self._unstarted = []
+            # Entries waiting for a retry go back too: a peer retries them now rather than
+            # after claim-idle. Their delivery count stays as it is: they did run.
+            waiting = self._retries.pop_due(float("inf"))
+            if waiting:
+                await self._release_ids([(i, d + 1) for i, d in waiting], why="waiting to retry")
             self._acker.close()
 
     @staticmethod
