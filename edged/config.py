@@ -218,7 +218,10 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     try:
         return msgspec.convert(data, Config, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        message = str(exc)
+        if " - at `$" not in message:  # msgspec leaves the path out for the top level
+            message += " - at `$`"
+        raise ConfigError(f"{source}: {message}") from None
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
