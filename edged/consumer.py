@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from time import perf_counter
 from typing import Any
 
 import anyio
@@ -462,6 +463,7 @@ class StreamConsumer:
                 return
         stats = self.stats
         stats.in_flight += 1
+        started = perf_counter()
         try:
             await self._handler(Event(
                 stream=self.stream, group=self.group, id=entry_id, fields=fields,
@@ -482,6 +484,7 @@ class StreamConsumer:
             self._acker.add(entry_id)
         finally:
             stats.in_flight -= 1
+            stats.handler_seconds.observe(perf_counter() - started)
 
     async def _failed(
         self, entry_id: str, fields: dict[str, bytes], delivery: int, why: str,

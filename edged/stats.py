@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
+
+# Upper bounds (seconds) of the handler-latency histogram buckets; +Inf is implied.
+HANDLER_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+@dataclass
+class Histogram:
+    """A cheap fixed-bucket histogram for the hot path; metrics.py exposes it to Prometheus."""
+
+    bounds: tuple[float, ...] = HANDLER_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(HANDLER_BUCKETS) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.total += seconds
+        self.count += 1
 
 
 @dataclass
@@ -22,7 +42,7 @@ class StreamStats:
     reads: int = 0
     read_errors: int = 0
     in_flight: int = 0
-    handler_seconds: list[float] = field(default_factory=list)
+    handler_seconds: Histogram = field(default_factory=Histogram)
 
     @property
     def processed(self) -> int:
