@@ -15,6 +15,7 @@ from edged.cli_dlq import dlq_app
 from edged.clitools import ConfigOpt, JsonOpt, UrlOpt, config_path, exits, redis_client, resolve_connection
 from edged.codec import encode_json_text
 from edged.config import DEFAULT_CONFIG_PATH, Config, demo_config, load_config
+from edged.durations import Duration
 from edged.errors import (
     EXIT_FAILURE,
     ConfigError,
@@ -120,6 +121,13 @@ def publish(
     maxlen: Annotated[
         int | None, typer.Option(help="Trim the stream to about N entries.", min=1)
     ] = None,
+    wait_replicas: Annotated[
+        int, typer.Option(help="Wait until N replicas have the entries (WAIT); exit 1 if fewer.",
+                          min=0)
+    ] = 0,
+    wait_timeout: Annotated[
+        str, typer.Option(help="How long to wait for the replicas.")
+    ] = "1s",
     config: ConfigOpt = None,
     url: UrlOpt = None,
     as_json: JsonOpt = False,
@@ -128,6 +136,10 @@ def publish(
     from edged.publish import publish as publish_entries
 
     fields = _parse_fields(field or [])
+    try:
+        timeout = Duration.parse(wait_timeout).seconds
+    except ValueError as exc:
+        raise UsageError(f"--wait-timeout: {exc}") from None
     if data is None:
         raise UsageError("give a JSON body, or - to read JSON lines from stdin")
     if data == "-":
@@ -146,7 +158,10 @@ def publish(
 
     async def go() -> list[str]:
         async with redis_client(cfg, resolved_url) as client:
-            return await publish_entries(client, stream, bodies, fields=fields, maxlen=maxlen)
+            return await publish_entries(
+                client, stream, bodies, fields=fields, maxlen=maxlen,
+                wait_replicas=wait_replicas, wait_timeout=timeout,
+            )
 
     ids = anyio.run(go)
     if as_json:

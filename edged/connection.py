@@ -8,17 +8,32 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from edged.config import DEFAULT_REDIS_URL, RedisConfig, TLSConfig, redact_url
 from edged.errors import ConfigError
 
-# Errors after which the right move is "wait, reconnect, go on".
-TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, OSError)
+
+class FailoverError(RedisConnectionError):
+    """Redis answered that it is in the middle of a failover (UNBLOCKED, NOREPLICAS, MASTERDOWN).
+
+    redis-py returns these as plain ResponseErrors; registering them as connection errors makes
+    redis-py drop the connection and every loop of edged treat them as "reconnect and go on".
+    """
+
+
+for _code in ("UNBLOCKED", "NOREPLICAS", "MASTERDOWN"):
+    BaseParser.EXCEPTION_CLASSES.setdefault(_code, FailoverError)
+
+# Errors after which the right move is "wait, reconnect, go on". READONLY: we are talking to a
+# replica (the old primary after a failover); the next connection finds the new primary.
+TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 
 # Under systemd, LoadCredential=redis:/path puts the secret in $CREDENTIALS_DIRECTORY/redis.
 CREDENTIAL_NAME = "redis"
@@ -41,7 +56,7 @@ def read_secret(path: str | None) -> str | None:
     return secret
 
 
-def _tls_kwargs(tls: TLSConfig | None) -> dict[str, Any]:
+def tls_kwargs(tls: TLSConfig | None) -> dict[str, Any]:
     if tls is None:
         return {}
     kwargs: dict[str, Any] = {"ssl_cert_reqs": "required" if tls.verify else "none"}
@@ -66,12 +81,23 @@ def make_client(
     redis-py's own retries are off: callers own retrying, with backoff, where a retry is safe
     (a retried XADD could publish twice; a retried blocking read hides the stop flag).
     """
+    if cfg.sentinel is not None and url is None:
+        from edged.sentinel import make_sentinel_client
+
+        return make_sentinel_client(cfg, _primary_kwargs(cfg, socket_timeout, client_name))
     target = url or cfg.url or DEFAULT_REDIS_URL
     scheme = urlsplit(target).scheme
     tls = cfg.tls
     if tls is not None and scheme == "redis":
         target = "rediss" + target[len("redis") :]
         scheme = "rediss"
+    kwargs = _primary_kwargs(cfg, socket_timeout, client_name)
+    if scheme == "rediss":
+        kwargs.update(tls_kwargs(tls or TLSConfig()))
+    return Redis.from_url(target, **kwargs)
+
+
+def _primary_kwargs(cfg: RedisConfig, socket_timeout: float, client_name: str | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "socket_timeout": socket_timeout,
         "socket_connect_timeout": cfg.connect_timeout.seconds,
@@ -79,19 +105,20 @@ def make_client(
         "client_name": client_name,
         # RESP2 on every redis-py version: the raw stream replies we parse have one shape.
         "protocol": 2,
+        "db": cfg.db,  # a db in the URL wins
     }
-    if scheme == "rediss":
-        kwargs.update(_tls_kwargs(tls or TLSConfig()))
     password = read_secret(cfg.password_file)
     if password is not None:
         kwargs["password"] = password
     if cfg.username is not None:
         kwargs["username"] = cfg.username
-    return Redis.from_url(target, **kwargs)
+    return kwargs
 
 
 def describe_target(cfg: RedisConfig, url: str | None = None) -> str:
     """Where we connect, for logs: never with a password."""
+    if cfg.sentinel is not None and url is None:
+        return f"sentinel service {cfg.sentinel.service} via {','.join(cfg.sentinel.hosts)}"
     return redact_url(url or cfg.url or DEFAULT_REDIS_URL)
 
 

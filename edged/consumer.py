@@ -54,6 +54,21 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def id_before(entry_id: str) -> str:
+    """The stream id just before ``entry_id`` (for "deliver from this entry on")."""
+    ms, seq = _id_key(entry_id)
+    if seq > 0:
+        return f"{ms}-{seq - 1}"
+    if ms > 0:
+        return f"{ms - 1}-18446744073709551615"
+    return "0-0"
+
+
 class StreamConsumer:
     def __init__(
         self,
@@ -100,6 +115,7 @@ class StreamConsumer:
         self._claim_idle_ms = cfg.claim_idle.ms
         self._next_reclaim = 0.0  # reclaim at once on start: a dead peer may have left work
         self._reclaim_cursor = "0-0"
+        self._group_floor = "0"  # where a lost group is recreated; see _note_group_floor
         # Per worker: its cancel scope and the id it runs, so a lost lease cancels just that one.
         self._worker_scopes: list[anyio.CancelScope | None] = [None] * cfg.concurrency
         self._running: list[str | None] = [None] * cfg.concurrency
@@ -151,17 +167,16 @@ class StreamConsumer:
 
     # ----------------------------------------------------------------- group
 
-    async def ensure_group(self) -> bool:
+    async def ensure_group(self, start_id: str | None = None) -> bool:
         """Create the group (and the stream) unless it exists; True if it was created."""
+        start_id = start_id or self.cfg.start_id
         try:
-            await self._client.xgroup_create(
-                self.stream, self.group, id=self.cfg.start_id, mkstream=True
-            )
+            await self._client.xgroup_create(self.stream, self.group, id=start_id, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" in str(exc):
                 return False
             raise
-        log.info("stream %s: created group %s at %s", self.stream, self.group, self.cfg.start_id)
+        log.info("stream %s: created group %s at %s", self.stream, self.group, start_id)
         return True
 
     async def _pause(self, delay: float) -> None:
@@ -169,11 +184,11 @@ class StreamConsumer:
         with anyio.move_on_after(delay):
             await self._stop_event.wait()
 
-    async def _ensure_group_until_ok(self) -> None:
+    async def _ensure_group_until_ok(self, start_id: str | None = None) -> None:
         backoff = Backoff()
         while not self._stopping:
             try:
-                await self.ensure_group()
+                await self.ensure_group(start_id)
                 self.connected = True
                 return
             except TRANSIENT_ERRORS as exc:
@@ -210,19 +225,18 @@ class StreamConsumer:
                 count = 0
             try:
                 reply = await self._ack_and_read(ids, history_cursor, count)
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    log.warning("stream %s: group %s is gone; recreating it", self.stream, self.group)
-                    await self._ensure_group_until_ok()
-                    continue
-                raise
-            except TRANSIENT_ERRORS as exc:
+            except TRANSIENT_ERRORS as exc:  # before ResponseError: READONLY is one
                 self.connected = False
                 self.stats.read_errors += 1
                 delay = backoff.next_delay()
                 log.warning("stream %s: read failed (%s); retrying in %.1fs", self.stream, exc, delay)
                 await self._pause(delay)
                 continue
+            except ResponseError as exc:
+                if "NOGROUP" in str(exc):
+                    await self._group_lost()
+                    continue
+                raise
             if not self.connected:
                 log.info("stream %s: reading again", self.stream)
             self.connected = True
@@ -300,15 +314,15 @@ class StreamConsumer:
                 self.stream, self.group, self.consumer, self._claim_idle_ms,
                 self._reclaim_cursor, count,
             )
-        except ResponseError as exc:
-            if "NOGROUP" in str(exc):
-                await self._ensure_group_until_ok()
-                return
-            raise
         except TRANSIENT_ERRORS as exc:
             log.warning("stream %s: reclaim failed (%s)", self.stream, exc)
             self._next_reclaim = anyio.current_time() + self.cfg.claim_interval.seconds
             return
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                await self._group_lost()
+                return
+            raise
         if deleted:
             self.stats.deleted += len(deleted)
             log.warning("stream %s: %d pending entries were deleted or trimmed from the stream "
@@ -332,6 +346,40 @@ class StreamConsumer:
         if cursor in ("0-0", "0"):
             self._reclaim_cursor = "0-0"
             self._next_reclaim = anyio.current_time() + self.cfg.claim_interval.seconds
+            await self._note_group_floor()
+
+    async def _note_group_floor(self) -> None:
+        """Remember where the group could be recreated without skipping an unacked entry.
+
+        That is just before the oldest pending entry of the group, or its last-delivered id
+        when nothing is pending. Sampled once per reclaim pass: older is only ever safer.
+        """
+        try:
+            summary = await self._client.xpending(self.stream, self.group)
+            oldest = summary.get("min")
+            if oldest:
+                self._group_floor = id_before(_text(oldest))
+                return
+            for info in await self._client.xinfo_groups(self.stream):
+                if _text(info["name"]) == self.group:
+                    self._group_floor = _text(info["last-delivered-id"])
+        except TRANSIENT_ERRORS:
+            pass
+        except ResponseError:
+            pass  # the group is gone: the next read notices and recreates it
+
+    async def _group_lost(self) -> None:
+        """The group vanished under us (a failover to a replica that never had it, or a
+        deletion): recreate it from the last floor we noted, not from `$`, so that nothing
+        that was not acked is skipped. Entries after the floor are delivered again."""
+        floor = self._group_floor
+        oldest_inflight = self._inflight.oldest()
+        if oldest_inflight is not None and _id_key(id_before(oldest_inflight)) < _id_key(floor):
+            floor = id_before(oldest_inflight)
+        self.stats.groups_recreated += 1
+        log.warning("stream %s: group %s is gone (failover?); recreating it at %s so that no "
+                    "unacked entry is skipped", self.stream, self.group, floor)
+        await self._ensure_group_until_ok(start_id=floor)
 
     async def _ack_and_read(self, ids: list[str], history_cursor: str | None, count: int) -> Any:
         """One round trip: fenced-ack ``ids``, then XREADGROUP up to ``count`` entries.

@@ -16,6 +16,7 @@ import signal
 from dataclasses import dataclass, field
 
 import anyio
+import anyio.abc
 from redis.asyncio import Redis
 
 from edged import __version__
@@ -43,6 +44,7 @@ class Daemon:
     heartbeat: Heartbeat | None = None
     scripts: Scripts | None = None
     exit_code: int = 0
+    failovers: int = 0
     forced: bool = False
     _stopping: bool = False
     _stopped: anyio.Event = field(default_factory=anyio.Event)
@@ -105,6 +107,7 @@ class Daemon:
                 root.cancel_scope.cancel()
                 return self.exit_code
             root.start_soon(self.heartbeat.run, self._superseded)
+            self._watch_failovers(root)
             root.start_soon(self._cleanup_loop)
             root.start_soon(self._announce_ready)
             async with anyio.create_task_group() as consumers:
@@ -117,6 +120,24 @@ class Daemon:
         total = sum(s.stats.processed for s in self.streams)
         log.info("stopped; %d entries processed", total)
         return 1 if self.forced else self.exit_code
+
+    def _watch_failovers(self, root: anyio.abc.TaskGroup) -> None:
+        """Under Sentinel: follow +switch-master at once, and check the primary's role."""
+        sentinel = self.config.redis.sentinel
+        if sentinel is None or self.url is not None or self.client is None:
+            return
+        from edged.sentinel import FailoverWatch
+
+        watch = FailoverWatch(sentinel, self.client, self._switched)
+        root.start_soon(watch.follow_announcements)
+        root.start_soon(watch.check_role)
+
+    async def _switched(self, primary: str) -> None:
+        """Sentinel announced a new primary: drop every connection to the old one now."""
+        assert self.client is not None
+        self.failovers += 1
+        log.warning("failover: the primary is now %s; reconnecting", primary)
+        await self.client.connection_pool.disconnect()
 
     async def _claim_name(self) -> bool:
         """Hold the consumer name before consuming anything; False if another daemon has it."""

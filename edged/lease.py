@@ -42,3 +42,9 @@ class InFlight:
         gen = self._gen
         self._gen += 1
         return [entry_id for entry_id, g in self._entries.items() if g < gen]
+
+    def oldest(self) -> str | None:
+        """The lowest id in flight (used to recreate a lost group without skipping it)."""
+        if not self._entries:
+            return None
+        return min(self._entries, key=lambda i: tuple(int(p) for p in i.split("-")))

@@ -39,6 +39,7 @@ class StreamStats:
     cancelled: int = 0  # still running when the grace period ended; left pending
     reclaimed: int = 0  # taken over with XAUTOCLAIM (from dead peers, or our own retries)
     lost_leases: int = 0  # a peer claimed an entry we were still working on
+    groups_recreated: int = 0  # the group vanished (failover, deletion) and was recreated
     reads: int = 0
     read_errors: int = 0
     in_flight: int = 0
