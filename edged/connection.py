@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import random
 from pathlib import Path
@@ -10,6 +11,7 @@ from urllib.parse import urlsplit
 
 from redis._parsers.base import BaseParser
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
@@ -97,6 +99,15 @@ def make_client(
     return Redis.from_url(target, **kwargs)
 
 
+# No CLIENT SETINFO on connect: Redis 7.0 lacks it, and a least-privilege ACL user would fill
+# ACL LOG with its denials on 7.2+. redis-py 8 spells this driver_info=None; older, lib_name.
+_NO_CLIENT_SETINFO: dict[str, Any] = (
+    {"driver_info": None}
+    if "driver_info" in inspect.signature(AbstractConnection.__init__).parameters
+    else {"lib_name": None, "lib_version": None}
+)
+
+
 def _primary_kwargs(cfg: RedisConfig, socket_timeout: float, client_name: str | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "socket_timeout": socket_timeout,
@@ -106,6 +117,7 @@ def _primary_kwargs(cfg: RedisConfig, socket_timeout: float, client_name: str | 
         # RESP2 on every redis-py version: the raw stream replies we parse have one shape.
         "protocol": 2,
         "db": cfg.db,  # a db in the URL wins
+        **_NO_CLIENT_SETINFO,
     }
     password = read_secret(cfg.password_file)
     if password is not None:

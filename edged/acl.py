@@ -1,0 +1,43 @@
+"""The least-privilege ACL rules edged needs, kept here so README.md and the tests agree.
+
+Each rule is the command part of `ACL SETUSER <user> on ><password> <keys> <rule>`: no
+`+@all`, no `+@dangerous`, only the commands edged sends (including those its Lua scripts call,
+which ACLs check too). Key patterns are the operator's: the daemon needs its streams (and their
+dead-letter streams) and the `edged:` prefix.
+"""
+
+from __future__ import annotations
+
+# Sent on connect (edged tells redis-py not to send CLIENT SETINFO, which Redis 7.0 lacks).
+_CONNECT = "+ping +client|setname"
+
+DAEMON = (
+    f"-@all {_CONNECT} +info +role"
+    # reading, acking, reclaiming, leasing, releasing, recreating a lost group
+    " +xreadgroup +xack +xclaim +xautoclaim +xpending +xinfo|groups +xinfo|consumers"
+    " +xgroup|create +xgroup|delconsumer +xadd"
+    # the scripts (fenced ack, lease, dead letter, release, heartbeat, safe delete)
+    " +eval +evalsha +script|load"
+    # heartbeat record and last-seen hash, from the heartbeat scripts
+    " +hset +hget +hgetall +del +pexpire +exists +time"
+)
+
+INSPECT = (
+    f"-@all {_CONNECT} +info +scan +type +xinfo|groups +xinfo|consumers +xinfo|stream +xpending"
+    " +xlen +xrange +xrevrange +hgetall +hget +hscan"
+)
+
+OPERATE = (
+    f"{INSPECT} +xadd +wait +xclaim +xack +xdel +xtrim +eval +evalsha +script|load"
+)
+
+# For the sentinels' own ACL user (redis-py asks SENTINEL MASTERS; edged subscribes to
+# +switch-master, so the channel must be allowed: `resetchannels &+switch-master`).
+SENTINEL = (
+    f"-@all {_CONNECT} +sentinel|masters +sentinel|get-master-addr-by-name +subscribe"
+)
+
+
+def setuser_args(user: str, password: str, keys: str, rule: str) -> list[str]:
+    """ACL SETUSER arguments for a user with ``rule`` on ``keys`` (space-separated patterns)."""
+    return [user, "reset", "on", f">{password}", *keys.split(), "resetchannels", *rule.split()]

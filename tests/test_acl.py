@@ -1,0 +1,105 @@
+"""The daemon and the CLI work as least-privilege ACL users, and ACL LOG shows no denial.
+
+The rules are edged/acl.py's, the ones README.md documents.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from pathlib import Path
+
+import redis
+
+from edged import acl
+from tests.servers import Server
+from tests.support import DaemonProcess, run_edged, wait_for, write_config
+from tests.support import test_env as edged_env
+
+
+def make_user(r: redis.Redis, rule: str, keys: str) -> tuple[str, str]:
+    user = f"u{uuid.uuid4().hex[:8]}"
+    password = uuid.uuid4().hex
+    r.execute_command("ACL", "SETUSER", *acl.setuser_args(user, password, keys, rule))
+    return user, password
+
+
+def denials(r: redis.Redis, user: str) -> list[str]:
+    rows = r.execute_command("ACL", "LOG", "128")
+    out = []
+    for row in rows:
+        entry = row if isinstance(row, dict) else dict(zip(row[::2], row[1::2], strict=False))
+        text = {_s(k): _s(v) for k, v in entry.items()}
+        if text.get("username") == user:
+            out.append(f"{text.get('reason')} {text.get('object')}")
+    return out
+
+
+def _s(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def test_daemon_runs_as_the_documented_least_privilege_user(
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path
+) -> None:
+    """A daemon logs in as a user with acl.DAEMON on `<stream>*` and `edged:*` only, password
+    from a file. It handles good entries, dead-letters a rejected one, retries a failing one via
+    its reclaimer until max-deliveries, beats, and stops cleanly (release path). Must hold:
+    all of that worked and ACL LOG records no denial for the user; the password appears
+    neither in the output nor in the process's argv."""
+    user, password = make_user(r, acl.DAEMON, f"~{stream}* ~edged:*")
+    pw_file = tmp_path / "pw"
+    pw_file.write_text(password + "\n")
+    cfg = write_config(
+        tmp_path / "acl.toml",
+        [{"stream": stream, "handler": "tests.handlers:record", "max-deliveries": 2,
+          "retry-backoff": "50ms", "claim-idle": "1s", "claim-interval": "100ms"}],
+        daemon={"consumer": f"acl-{user}", "heartbeat-interval": "200ms",
+                "consumer-expiry": "1s"},
+        redis={"username": user, "password-file": str(pw_file)},
+    )
+    env = edged_env(EDGED_TEST_REDIS=server.url, EDGED_TEST_CONSUMER="acl")
+    daemon = DaemonProcess(cfg, server.url, tmp_path / "d.log", env=env)
+    try:
+        daemon.wait_ready()
+        cmdline = Path(f"/proc/{daemon.pid}/cmdline").read_bytes()
+        r.xadd(stream, {"payload": b"{}"})
+        r.xadd(stream, {"payload": b'{"reject": "no"}'})
+        r.xadd(stream, {"payload": b'{"fail": true}'})
+        wait_for(lambda: r.llen(f"{stream}:handled") == 1, what="good entry handled")
+        wait_for(lambda: r.xlen(f"{stream}:dead") == 2, what="rejected and failing dead-lettered")
+        wait_for(lambda: r.xpending(stream, "edged")["pending"] == 0, what="PEL drained")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait() == 0
+    finally:
+        daemon.stop()
+    assert denials(r, user) == []
+    assert password not in daemon.output()
+    assert password.encode() not in cmdline
+
+
+def test_cli_as_inspect_and_operate_users(
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path
+) -> None:
+    """`edged publish --wait-replicas 0` runs as an acl.OPERATE user and `edged dlq list` as an
+    acl.INSPECT user (password files via a config). Both succeed and ACL LOG records no denial;
+    the inspect user cannot publish (exit 1, "no permissions" named)."""
+    op_user, op_pw = make_user(r, acl.OPERATE, f"~{stream}*")
+    in_user, in_pw = make_user(r, acl.INSPECT, f"~{stream}* ~edged:*")
+    configs = {}
+    for name, user, pw in (("op", op_user, op_pw), ("in", in_user, in_pw)):
+        (tmp_path / f"{name}.pw").write_text(pw)
+        configs[name] = write_config(
+            tmp_path / f"{name}.toml", [],
+            redis={"username": user, "password-file": str(tmp_path / f"{name}.pw")},
+        )
+    pub = run_edged("publish", stream, '{"a": 1}', "-c", str(configs["op"]), "--url", server.url)
+    assert pub.returncode == 0, pub.stderr
+    assert r.xlen(stream) == 1
+    listing = run_edged("dlq", "list", stream, "-c", str(configs["in"]), "--url", server.url,
+                        "--json")
+    assert listing.returncode == 0, listing.stderr
+    refused = run_edged("publish", stream, "{}", "-c", str(configs["in"]), "--url", server.url)
+    assert refused.returncode == 1 and "no permissions" in refused.stderr
+    assert denials(r, op_user) == []
+    assert all("xadd" in d for d in denials(r, in_user))
