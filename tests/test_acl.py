@@ -103,3 +103,34 @@ def test_cli_as_inspect_and_operate_users(
     assert refused.returncode == 1 and "no permissions" in refused.stderr
     assert denials(r, op_user) == []
     assert all("xadd" in d for d in denials(r, in_user))
+
+
+def test_password_from_systemd_credentials_directory(
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path
+) -> None:
+    """No password-file in the config: the daemon reads the password from
+    $CREDENTIALS_DIRECTORY/redis, as systemd's LoadCredential=redis:... provides it. It logs in
+    as its ACL user and handles an entry; the password is not in its output, argv or config show."""
+    user, password = make_user(r, acl.DAEMON, f"~{stream}* ~edged:*")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "redis").write_text(password)
+    cfg = write_config(
+        tmp_path / "creds.toml", [{"stream": stream, "handler": "tests.handlers:record"}],
+        daemon={"consumer": f"creds-{user}"}, redis={"username": user},
+    )
+    env = edged_env(EDGED_TEST_REDIS=server.url, EDGED_TEST_CONSUMER="creds",
+                    CREDENTIALS_DIRECTORY=str(creds))
+    daemon = DaemonProcess(cfg, server.url, tmp_path / "creds.log", env=env)
+    try:
+        daemon.wait_ready()
+        r.xadd(stream, {"payload": b"{}"})
+        wait_for(lambda: r.llen(f"{stream}:handled") == 1, what="entry handled")
+        cmdline = Path(f"/proc/{daemon.pid}/cmdline").read_bytes()
+    finally:
+        daemon.stop()
+    shown = run_edged("config", "show", "-c", str(cfg), env=env)
+    assert shown.returncode == 0
+    assert password not in daemon.output() + shown.stdout + shown.stderr
+    assert password.encode() not in cmdline
+    assert denials(r, user) == []
