@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, TypeVar
 
 import anyio
-import msgspec
 import typer
 from redis.asyncio import Redis
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from edged import dlq
 from edged.clitools import ConfigOpt, JsonOpt, UrlOpt, exits, redis_client, resolve_connection
 from edged.errors import EXIT_FAILURE, UsageError
+from edged.render import age, make_table, print_json, print_table
 
 dlq_app = typer.Typer(
     help="Dead-letter entries of a stream: list, show, replay to the stream, purge.",
@@ -59,35 +55,6 @@ def _run(
 # --------------------------------------------------------------------------- rendering
 
 
-def _print_table(table: Table) -> None:
-    # Piped output is for grep and awk: one row per line, never folded to 80 columns, and
-    # without the padding rich puts after the last column.
-    console = Console(width=None if sys.stdout.isatty() else 100_000, highlight=False)
-    with console.capture() as captured:
-        console.print(table)
-    typer.echo("\n".join(line.rstrip() for line in captured.get().splitlines()))
-
-
-def _print_json(value: object) -> None:
-    typer.echo(msgspec.json.encode(value).decode())
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    for unit, size, sub, sub_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60), ("m", 60, "s", 1)):
-        if s >= size:
-            rest = (s % size) // sub_size
-            return f"{s // size}{unit}{rest}{sub}" if rest else f"{s // size}{unit}"
-    return f"{s}s"
-
-
-def _cell(value: object) -> Text:
-    # Text, not str: rich would read "[...]" in a reason or payload as markup.
-    return Text("-" if value is None else str(value))
-
-
 def _first_line(text: str | None, limit: int = 100) -> str | None:
     if text is None:
         return None
@@ -97,15 +64,6 @@ def _first_line(text: str | None, limit: int = 100) -> str | None:
 
 def _field_text(value: dlq.FieldValue) -> str:
     return value if isinstance(value, str) else f"(not UTF-8, base64) {value.base64}"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> Table:
-    table = Table(box=None, pad_edge=False, show_edge=False)
-    for header in headers:
-        table.add_column(header, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(v) for v in row))
-    return table
 
 
 def _report_failures(failures: Sequence[dlq.Failure]) -> None:
@@ -137,17 +95,17 @@ def list_entries(
     page = _run(config, url, stream, dead_letter,
                 lambda client, dead: dlq.list_dead(client, dead, count=count, after=after))
     if as_json:
-        _print_json(page)
+        print_json(page)
         return
     if not page.entries:
         typer.echo(f"no dead-letter entries in {page.dead_letter}" + (f" after {after}" if after else ""))
         return
-    _print_table(_table(
+    print_table(make_table(
         ("DEAD ID", "STREAM", "GROUP", "ORIGINAL ID", "DELIVERIES", "CONSUMER", "FAILED AT", "AGE",
          "REASON"),
         [
             (e.dead_id, e.stream, e.group, e.original_id, e.deliveries, e.consumer, e.failed_at,
-             _age(e.age_seconds), _first_line(e.reason))
+             age(e.age_seconds), _first_line(e.reason))
             for e in page.entries
         ],
     ))
@@ -172,7 +130,7 @@ def show(
     entry = _run(config, url, stream, dead_letter,
                  lambda client, dead: dlq.show_dead(client, dead, dead_id))
     if as_json:
-        _print_json(entry)
+        print_json(entry)
         return
     rows: list[tuple[str, object]] = [
         ("dead id", entry.dead_id),
@@ -182,13 +140,13 @@ def show(
         ("deliveries", entry.deliveries),
         ("consumer", entry.consumer),
         ("failed at", entry.failed_at),
-        ("age", _age(entry.age_seconds)),
+        ("age", age(entry.age_seconds)),
         ("reason", entry.reason),
     ]
     rows += [(f"field {name}", _field_text(value)) for name, value in entry.fields.items()]
-    table = _table(("", ""), rows)
+    table = make_table(("", ""), rows)
     table.show_header = False
-    _print_table(table)
+    print_table(table)
 
 
 @dlq_app.command("replay")
@@ -214,9 +172,9 @@ def replay(
     result = _run(config, url, stream, dead_letter,
                   lambda client, dead: dlq.replay(client, dead, None if replay_all else ids))
     if as_json:
-        _print_json(result)
+        print_json(result)
     elif result.replayed:
-        _print_table(_table(
+        print_table(make_table(
             ("DEAD ID", "STREAM", "NEW ID"),
             [(r.dead_id, r.stream, r.new_id) for r in result.replayed],
         ))
@@ -258,7 +216,7 @@ def purge(
     result = _run(config, url, stream, dead_letter,
                   lambda client, dead: dlq.purge(client, dead, ids=ids or None, before=before))
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         typer.echo(f"deleted {result.deleted} entries from {result.dead_letter}")
     _report_failures([dlq.Failure(m, f"not in dead-letter stream {result.dead_letter!r}")

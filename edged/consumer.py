@@ -110,6 +110,7 @@ class StreamConsumer:
         )
         self._acker.wake_reader = self._wake_reader
         self._inflight = InFlight()
+        self._lost_ids: set[str] = set()  # in flight here, but a peer owns them now
         self._retries = RetrySchedule(cfg.retry_backoff.seconds, cfg.retry_backoff_max.seconds)
         self._last_error: dict[str, str] = {}  # id -> why its last run here failed
         self._claim_idle_ms = cfg.claim_idle.ms
@@ -452,11 +453,14 @@ class StreamConsumer:
 
     def _acked(self, ids: list[str]) -> None:
         self._inflight.discard_many(ids)
+        if self._lost_ids:
+            self._lost_ids.difference_update(ids)
         self._give_back(len(ids))
 
     def _settled(self, entry_id: str) -> None:
         """The entry's outcome here is final (dead-lettered, waiting to retry, lost)."""
         self._inflight.discard(entry_id)
+        self._lost_ids.discard(entry_id)
         self._give_back(1)
 
     def _wake_reader(self) -> None:
@@ -480,11 +484,18 @@ class StreamConsumer:
                     running[index] = item[0]
                     await process(item)
                     running[index] = None
+            # Cancelled for a lost lease: the entry is a peer's now; this slot is free again.
+            entry_id = running[index]
             running[index] = None
+            if entry_id is not None:
+                self._settled(entry_id)
 
     async def _process(self, item: Item) -> None:
         # The hot path: one call per entry, so locals over attribute lookups, no per-entry clock.
         entry_id, kv, delivery = item
+        if self._lost_ids and entry_id in self._lost_ids:
+            self._settled(entry_id)  # a peer took it before we started: not ours to run
+            return
         if kv is None:
             # Pending here, but deleted or trimmed from the stream: nothing to run.
             self.stats.deleted += 1
@@ -616,7 +627,8 @@ class StreamConsumer:
         interval = max(0.025, self.cfg.claim_idle.seconds / 4)
         while True:
             await anyio.sleep(interval)
-            ids = self._inflight.tick() + self._retries.ids()
+            ids = [i for i in self._inflight.tick() if i not in self._lost_ids]
+            ids += self._retries.ids()
             if not ids:
                 continue
             try:
@@ -636,6 +648,9 @@ class StreamConsumer:
         lost_set = set(lost)
         for entry_id in lost:
             self._retries.discard(entry_id)
+        # Still in flight here until its handler ends (or it would be fetched again by our own
+        # reclaim while still running), but never renewed nor started again.
+        self._lost_ids.update(i for i in lost if i in self._inflight)
         if not self.cfg.cancel_on_lost_lease:
             return
         for index, running in enumerate(self._running):

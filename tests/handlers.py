@@ -63,21 +63,28 @@ def record_sync(event: Event) -> None:
 
 async def record_timed(event: Event) -> None:
     """Like ``record``, each mark followed by the wall-clock time (seconds) it was written:
-    "<id> <consumer> <delivery> <time>". One more steer: {"hang-from": n} hangs (until
-    <stream>:release exists) only from delivery n on, so a first run finishes while a later
-    run of the same entry by a peer that claimed it keeps it pending."""
+    "<id> <consumer> <delivery> <time>". One more steer: {"hang-from": n}: from delivery n
+    on, hang (until <stream>:release exists) instead of sleeping, so a first run can finish
+    while a later run of the same entry, by a peer that claimed it, keeps it pending. A run
+    cancelled by edged (lost lease, end of the shutdown grace) is marked in <stream>:cancelled."""
     import time
 
     r = _client()
     base = f"{event.id} {_me()} {event.delivery}"
     await r.rpush(f"{event.stream}:started", f"{base} {time.time():.6f}")
     body = event.payload if isinstance(event.payload, dict) else {}
-    if body.get("sleep"):
-        await anyio.sleep(float(body["sleep"]))
     hang_from = body.get("hang-from")
-    if body.get("hang") or (hang_from is not None and event.delivery >= int(hang_from)):
-        while not await r.exists(f"{event.stream}:release"):  # noqa: ASYNC110 - polls Redis
-            await anyio.sleep(0.05)
+    late = hang_from is not None and event.delivery >= int(hang_from)
+    try:
+        if body.get("sleep") and not late:
+            await anyio.sleep(float(body["sleep"]))
+        if body.get("hang") or late:
+            while not await r.exists(f"{event.stream}:release"):  # noqa: ASYNC110 - polls Redis
+                await anyio.sleep(0.05)
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True):
+            await r.rpush(f"{event.stream}:cancelled", f"{base} {time.time():.6f}")
+        raise
     if body.get("fail"):
         await r.rpush(f"{event.stream}:failed", f"{base} {time.time():.6f}")
         raise RuntimeError("told to fail")

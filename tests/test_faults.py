@@ -199,59 +199,71 @@ def test_sigkilled_daemon_entries_are_taken_over_by_peers(
     assert any("reclaimed" in d.output() for d in daemons[1:]), fleet.logs()
 
 
-@pytest.mark.parametrize("cancel", [False, True], ids=["finish-and-ack", "cancel-on-lost-lease"])
+@pytest.mark.parametrize("cancel", [False, True], ids=["finish-then-ack", "cancel-on-lost-lease"])
 def test_paused_daemon_cannot_ack_away_what_a_peer_claimed(
     r: redis.Redis, stream: str, fleet: Fleet, cancel: bool
 ) -> None:
-    """Daemon A runs entry X ({"sleep": 1.5, "hang-from": 2}) and is SIGSTOPped in the
-    handler. Past claim-idle, daemon B reclaims X (delivery 2) and hangs on it. A is then
-    SIGCONTed: its handler either finishes and A tries to ack X (cancel-on-lost-lease off), or
-    A finds the lease lost and cancels it. Either way A must report the stale ack / lost lease
-    and X must stay pending, owned by B with delivery 2, until the test sets <stream>:release;
-    then B handles it, the other entries are handled too, and the PEL drains."""
+    """Daemons A and B, concurrency 1 each. A starts entry X and is SIGSTOPped inside the
+    handler. Past claim-idle B reclaims X (delivery 2) and hangs on it ({"hang-from": 2}), so B
+    is full. A is then SIGCONTed:
+    - cancel-on-lost-lease off, X = {"sleep": 1.5, ...}: A's handler finishes and A acks X;
+      the fenced ack must refuse it ("no longer owned");
+    - cancel-on-lost-lease on, X = {"sleep": 8, ...}: A's lease extension must find the lease
+      lost ("lost the lease", reported once) and cancel the handler, which never finishes.
+    Either way A must then go on working: five new entries (only A has a free slot) are
+    handled by A and acked. X must still be pending, owned by B with delivery 2 and not handled
+    by B; once the test sets <stream>:release B handles X and the PEL drains."""
     tag = uid()
     a_name, b_name = f"paused-{tag}", f"peer-{tag}"
-    cfg = [stream_cfg(stream, **{"cancel-on-lost-lease": cancel})]
+    cfg = [stream_cfg(stream, concurrency=1, **{"cancel-on-lost-lease": cancel})]
     a = fleet.start(a_name, cfg)
     a.wait_ready()
-    x = add(r, stream, {"sleep": 1.5, "hang-from": 2})
+    x = add(r, stream, {"sleep": 8 if cancel else 1.5, "hang-from": 2})
     wait_for(lambda: any(m[0] == x and m[1] == a_name for m in marks(r, f"{stream}:started")),
              timeout=10, what="A running X")
     a.signal(signal.SIGSTOP)
     b = fleet.start(b_name, cfg)
     b.wait_ready()
-    others = add_many(r, stream, [{"n": i} for i in range(5)])
-
-    def b_runs_x() -> bool:
-        return any(m[0] == x and m[1] == b_name for m in marks(r, f"{stream}:started"))
-
     try:
-        wait_for(b_runs_x, timeout=CLAIM_IDLE + 10, what="B reclaimed X and runs it")
-        wait_for(lambda: handled_ids(r, stream) >= set(others), timeout=10,
-                 what="B handled the other entries")
+        wait_for(lambda: (x, b_name, 2) in [m[:3] for m in marks(r, f"{stream}:started")],
+                 timeout=CLAIM_IDLE + 10, what="B reclaimed X and runs it")
     except AssertionError as exc:
         raise AssertionError(f"{exc}{explain(r, stream, fleet)}") from None
     assert [(row["consumer"], row["deliveries"]) for row in pending_rows(r, stream)
             if row["id"] == x] == [(b_name, 2)]
 
     a.signal(signal.SIGCONT)
-    if cancel:
-        wait_for(lambda: "lost the lease" in a.output() or "no longer owned" in a.output(),
-                 timeout=10, what=f"A reporting a lost lease or a stale ack:\n{a.output()}")
-    else:
-        # The handler is not cancelled: it finishes, and A's ack of X must be refused.
-        wait_for(lambda: "no longer owned" in a.output(), timeout=10,
-                 what=f"A reporting a stale ack:\n{a.output()}")
-        assert (x, a_name, 1) in [m[:3] for m in marks(r, f"{stream}:handled")]
-    # A has had its say; give it a moment's worth of work (a read round) and look again.
-    add(r, stream, {"n": "after"})
-    wait_for(lambda: len(handled_ids(r, stream)) >= len(others) + 1 + (0 if cancel else 1),
-             timeout=10, what="the entry published after SIGCONT handled")
+    try:
+        if cancel:
+            wait_for(lambda: (x, a_name, 1) in [m[:3] for m in marks(r, f"{stream}:cancelled")],
+                     timeout=10, what="A's handler of X cancelled")
+        else:
+            # Not cancelled: the handler finishes, and A's ack of X goes out before A has a
+            # free slot again (concurrency 1), so before A reads the entries below.
+            wait_for(lambda: (x, a_name, 1) in [m[:3] for m in marks(r, f"{stream}:handled")],
+                     timeout=10, what="A's handler of X finished")
+        # B is full (hanging on X): only A can run these, so A must have its slot back.
+        others = add_many(r, stream, [{"n": i} for i in range(5)])
+        wait_for(lambda: handled_ids(r, stream) >= set(others), timeout=10,
+                 what="A handled the entries published after SIGCONT")
+        wait_for(lambda: not set(others) & {row["id"] for row in pending_rows(r, stream)},
+                 timeout=10, what="those entries acked")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}{explain(r, stream, fleet)}") from None
+    assert {m[1] for m in marks(r, f"{stream}:handled") if m[0] in others} == {a_name}
     rows = [row for row in pending_rows(r, stream) if row["id"] == x]
     assert [(row["consumer"], row["deliveries"]) for row in rows] == [(b_name, 2)], (
         f"X left B's pending list before B finished it: {rows}{explain(r, stream, fleet)}"
     )
     assert (x, b_name) not in [m[:2] for m in marks(r, f"{stream}:handled")]
+    if cancel:
+        assert "lost the lease" in a.output(), a.output()
+        assert (x, a_name) not in [m[:2] for m in marks(r, f"{stream}:handled")]
+        assert "no longer owned" not in a.output(), a.output()
+    else:
+        assert "no longer owned" in a.output(), f"A reported no stale ack:\n{a.output()}"
+    # One lost lease, one report (not one per lease tick for as long as A remembers X).
+    assert a.output().count("lost the lease") <= 1, a.output()
 
     r.set(f"{stream}:release", 1)
     try:
@@ -266,9 +278,10 @@ def test_paused_daemon_cannot_ack_away_what_a_peer_claimed(
 
 def test_long_handler_keeps_its_lease(r: redis.Redis, stream: str, fleet: Fleet) -> None:
     """Two daemons; one entry whose handler runs 3x claim-idle ({"sleep": 4.5}) among a few
-    short ones. The running daemon's lease extensions must keep the peer's XAUTOCLAIM off it:
-    the long entry is started exactly once and handled once, nobody reports a lost lease, and
-    the PEL drains."""
+    short ones. The running daemon's lease extensions must keep every XAUTOCLAIM (the peer's,
+    and its own, which would count a delivery) off it: while it runs, XPENDING shows it owned
+    by the daemon that started it with delivery 1 at every look; it is started exactly once
+    and handled once, nobody reports a lost lease or a stale ack, and the PEL drains."""
     tag = uid()
     names = [f"long{i}-{tag}" for i in range(2)]
     daemons = [fleet.start(n, [stream_cfg(stream)]) for n in names]
@@ -276,9 +289,15 @@ def test_long_handler_keeps_its_lease(r: redis.Redis, stream: str, fleet: Fleet)
         d.wait_ready()
     long_id = add(r, stream, {"sleep": 3 * CLAIM_IDLE})
     short = add_many(r, stream, [{"sleep": 0.05, "n": i} for i in range(6)])
+    owners: set[tuple[str, int]] = set()  # (consumer, deliveries) of every look at its PEL row
+
+    def all_handled() -> bool:
+        owners.update((row["consumer"], row["deliveries"])
+                      for row in pending_rows(r, stream) if row["id"] == long_id)
+        return handled_ids(r, stream) >= {long_id, *short}
+
     try:
-        wait_for(lambda: handled_ids(r, stream) >= {long_id, *short}, timeout=20,
-                 what="all entries handled")
+        wait_for(all_handled, timeout=20, what="all entries handled")
         wait_for(lambda: pending_count(r, stream) == 0, timeout=10, what="the PEL drained")
     except AssertionError as exc:
         raise AssertionError(f"{exc}{explain(r, stream, fleet)}") from None
@@ -287,6 +306,7 @@ def test_long_handler_keeps_its_lease(r: redis.Redis, stream: str, fleet: Fleet)
     assert len(starts) == 1 and starts[0][2] == 1, f"long entry started {starts}"
     assert len(runs) == 1, runs
     assert runs[0][3] - starts[0][3] >= 3 * CLAIM_IDLE - 0.1
+    assert owners == {(starts[0][1], 1)}, f"the long entry's PEL row changed: {owners}"
     for d in daemons:
         assert "lost the lease" not in d.output(), d.output()
         assert "no longer owned" not in d.output(), d.output()
@@ -371,9 +391,9 @@ def test_retries_back_off_without_waiting_for_claim_idle(
     """One daemon, claim-idle 10s, retry-backoff 200ms, max-deliveries 4; an entry whose
     handler raises Retry every time ({"retry": true}). Its 4 runs (deliveries 1..4) must all
     happen within 5 s of the first, far sooner than claim-idle (retries do not wait for a
-    reclaim), yet at least 150 ms apart (no hot loop: the backoff starts at 200ms less 20%
-    jitter and doubles); after the 4th run it is dead-lettered and the PEL drains. A good entry
-    published alongside is handled once."""
+    reclaim), yet at least 150 ms apart (no hot loop), each wait at least the doubled backoff
+    (200, 400, 800 ms less 20% jitter); after the 4th run it is dead-lettered and the PEL
+    drains. A good entry published alongside is handled once."""
     name = f"retry-{uid()}"
     cfg = [stream_cfg(stream, **{"claim-idle": "10s", "retry-backoff": "200ms",
                                  "max-deliveries": 4})]
@@ -393,6 +413,9 @@ def test_retries_back_off_without_waiting_for_claim_idle(
     print(f"\nretry gaps (backoff 200ms doubling): {gaps}")
     assert times[-1] - times[0] < 5, f"retries waited too long: gaps {gaps}"
     assert min(gaps) >= 0.15, f"retries hot-looped: gaps {gaps}"
+    # The n-th wait is 200ms * 2^(n-1), less up to 20% jitter; it can only come out longer.
+    floors = [0.2 * 2**n * 0.8 - 0.01 for n in range(3)]
+    assert all(g >= f for g, f in zip(gaps, floors, strict=True)), (gaps, floors)
     dead = dead_entries(r, stream)
     assert len(dead) == 1 and dead[0]["edged-id"] == entry, dead
     assert "max-deliveries exceeded" in dead[0]["edged-reason"], dead[0]
