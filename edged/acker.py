@@ -14,8 +14,9 @@ import logging
 from collections.abc import Callable
 
 import anyio
+from redis.exceptions import RedisError
 
-from edged.connection import TRANSIENT_ERRORS, Backoff
+from edged.connection import Backoff
 from edged.scripts import Scripts
 from edged.stats import StreamStats
 
@@ -118,7 +119,7 @@ class Acker:
                 acked = await self._scripts.fenced_ack(
                     self._stream, self._group, self._consumer, batch, self._others
                 )
-            except TRANSIENT_ERRORS as exc:
+            except RedisError as exc:  # keep the ids; retry with backoff
                 self._retry[:0] = batch
                 if self._closing:
                     failures_while_closing += 1

@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
-from edged.connection import TRANSIENT_ERRORS
 from edged.keys import daemon_key, seen_key
 from edged.scripts import Scripts
 
@@ -37,7 +36,7 @@ async def remove_dead_consumers(
             verdict = await scripts.delete_consumer(
                 stream, group, name, daemon_key(prefix, name), seen_key(prefix), expiry_ms
             )
-        except TRANSIENT_ERRORS as exc:
+        except RedisError as exc:
             log.warning("stream %s: consumer cleanup failed (%s)", stream, exc)
             return removed
         if verdict == "deleted":

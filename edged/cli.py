@@ -12,6 +12,8 @@ import msgspec
 import typer
 
 from edged.cli_dlq import dlq_app
+from edged.cli_health import register as register_check
+from edged.cli_inspect import register as register_inspect
 from edged.clitools import ConfigOpt, JsonOpt, UrlOpt, config_path, exits, redis_client, resolve_connection
 from edged.codec import encode_json_text
 from edged.config import DEFAULT_CONFIG_PATH, Config, demo_config, load_config
@@ -34,6 +36,8 @@ app = typer.Typer(
 config_app = typer.Typer(help="Check or print the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(dlq_app, name="dlq")
+register_check(app)
+register_inspect(app)
 
 def check_handlers(cfg: Config) -> None:
     for i, s in enumerate(cfg.streams):

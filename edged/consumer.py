@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from edged.acker import Acker
 from edged.codec import PAYLOAD_FIELD, decoder
@@ -578,7 +578,7 @@ class StreamConsumer:
                     self.stream, self.cfg.dead_letter_stream, self.group, self.consumer,
                     entry_id, dead,
                 )
-        except TRANSIENT_ERRORS as exc:
+        except RedisError as exc:  # also NOGROUP, OOM...: leave it pending, go on
             log.warning("stream %s: could not dead-letter %s (%s); it stays pending",
                         self.stream, entry_id, exc)
         else:
@@ -611,7 +611,7 @@ class StreamConsumer:
                 released = await self._scripts.fenced_release(
                     self.stream, self.group, self.consumer, entries
                 )
-            except TRANSIENT_ERRORS as exc:
+            except RedisError as exc:  # also NOGROUP, OOM...: leave it pending, go on
                 log.warning("stream %s: could not hand back %d entries (%s); they are taken "
                             "after claim-idle", self.stream, len(entries), exc)
                 return 0
@@ -633,7 +633,7 @@ class StreamConsumer:
                 continue
             try:
                 lost = await self._scripts.extend_leases(self.stream, self.group, self.consumer, ids)
-            except TRANSIENT_ERRORS as exc:
+            except RedisError as exc:  # also NOGROUP, OOM...: leave it pending, go on
                 log.warning("stream %s: could not extend %d leases (%s)", self.stream, len(ids), exc)
                 continue
             if lost:

@@ -18,15 +18,19 @@ from dataclasses import dataclass, field
 import anyio
 import anyio.abc
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from edged import __version__
 from edged.cleanup import remove_dead_consumers
 from edged.config import Config
 from edged.connection import TRANSIENT_ERRORS, Backoff, describe_target, make_client
 from edged.consumer import StreamConsumer, use_raw_stream_replies
+from edged.errors import EXIT_FAILURE
 from edged.handlers import build_handler
+from edged.health import HealthServer, ListenError
 from edged.heartbeat import ConsumerNameTaken, Heartbeat
 from edged.scripts import Scripts
+from edged.systemd import notify, run_notifier, status_line
 
 log = logging.getLogger("edged.daemon")
 
@@ -93,6 +97,7 @@ class Daemon:
             return
         self._stopping = True
         self._stopped.set()
+        notify("STOPPING=1", "STATUS=" + status_line(self, stopping=True))
         deadline = anyio.current_time() + self.config.daemon.shutdown_grace.seconds
         for s in self.streams:
             s.stop(deadline)
@@ -100,12 +105,26 @@ class Daemon:
     async def run(self) -> int:
         """Run until stopped by a signal; returns the exit code."""
         assert self.client is not None and self.heartbeat is not None
+        health = HealthServer.configured(self, lambda: self._stopping)  # None when listen = ""
+        if health is not None:
+            try:
+                await health.bind()  # before any Redis I/O: a taken port stops us here
+            except ListenError as exc:
+                log.error("%s", exc)
+                return EXIT_FAILURE
         async with anyio.create_task_group() as root:
             root.start_soon(self._watch_signals, root.cancel_scope)
+            # Both start before Redis is reached: /readyz says why we are not ready, and the
+            # watchdog is fed while we wait for Redis (waiting is not being wedged).
+            if health is not None:
+                root.start_soon(health.serve)
+            root.start_soon(run_notifier, self, lambda: self._stopping)
             await self._log_server_summary()
             if not await self._claim_name():
                 root.cancel_scope.cancel()
                 return self.exit_code
+            if health is not None:
+                root.start_soon(health.sampler.run)
             root.start_soon(self.heartbeat.run, self._superseded)
             self._watch_failovers(root)
             root.start_soon(self._cleanup_loop)
@@ -151,7 +170,7 @@ class Daemon:
                 log.error("%s", exc)
                 self.exit_code = 1
                 return False
-            except TRANSIENT_ERRORS as exc:
+            except RedisError as exc:  # e.g. NOPERM: say so, keep trying
                 delay = backoff.next_delay()
                 log.warning("cannot record heartbeat (%s); retrying in %.1fs", exc, delay)
                 with anyio.move_on_after(delay):
@@ -197,6 +216,7 @@ class Daemon:
             await s.ready.wait()
         names = ", ".join(f"{s.stream} ({s.group}, x{s.cfg.concurrency})" for s in self.streams)
         log.info("ready: consumer %s reading %s", self.consumer, names or "no streams")
+        notify("READY=1", "STATUS=" + status_line(self, self._stopping))
 
     async def _log_server_summary(self) -> None:
         """One line at start: who we are, where Redis is, what it runs. Waits for Redis."""

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import anyio
 import msgspec
+from redis.exceptions import RedisError
 
 from edged import __version__
 from edged.connection import TRANSIENT_ERRORS
@@ -86,7 +87,7 @@ class Heartbeat:
                     self.key, self.seen, self.consumer, self.instance, self.ttl_ms, False,
                     self._fields(),
                 )
-            except TRANSIENT_ERRORS as exc:
+            except RedisError as exc:  # transient or not: beat again next time
                 log.warning("heartbeat failed (%s)", exc)
                 continue
             if holder is not None:
