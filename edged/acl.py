@@ -23,7 +23,7 @@ DAEMON = (
 )
 
 INSPECT = (
-    f"-@all {_CONNECT} +info +scan +type +xinfo|groups +xinfo|consumers +xinfo|stream +xpending"
+    f"-@all {_CONNECT} +info +time +scan +type +xinfo|groups +xinfo|consumers +xinfo|stream +xpending"
     " +xlen +xrange +xrevrange +hgetall +hget +hscan"
 )
 

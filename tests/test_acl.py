@@ -142,3 +142,27 @@ def test_readme_documents_exactly_these_rules() -> None:
     for rule in (acl.DAEMON, acl.INSPECT, acl.OPERATE, acl.SENTINEL):
         assert rule in readme
         assert "+@all" not in rule and "@dangerous" not in rule
+
+
+def test_inspection_commands_as_the_inspect_user(
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path
+) -> None:
+    """Every inspection command (pending with and without --detail, groups, consumers,
+    status, dlq list) runs as an acl.INSPECT user on a stream with a pending entry. All exit 0
+    with their --json, and ACL LOG records no denial for the user."""
+    r.xgroup_create(stream, "edged", id="0", mkstream=True)
+    r.xadd(stream, {"payload": b"{}"})
+    r.xreadgroup("edged", "someone", {stream: ">"})
+    # `status` looks at every stream a live daemon reads: on this shared test server those are
+    # other tests' streams, all named t:*.
+    user, password = make_user(r, acl.INSPECT, "~t:* ~edged:*")
+    (tmp_path / "pw").write_text(password)
+    cfg = write_config(tmp_path / "in.toml", [],
+                       redis={"username": user, "password-file": str(tmp_path / "pw")})
+    base = ("-c", str(cfg), "--url", server.url, "--json")
+    for args in (("pending", stream), ("pending", stream, "--detail"),
+                 ("groups", stream, "--sample", "0s"), ("consumers", stream),
+                 ("status", "--sample", "0s"), ("dlq", "list", stream)):
+        res = run_edged(*args, *base)
+        assert res.returncode == 0, (args, res.stderr)
+    assert denials(r, user) == []
