@@ -1,5 +1,6 @@
 """``edged pending|groups|consumers|status|claim|ack``: look inside consumer groups (library:
-introspect.py). ``register(app)`` adds the commands to the main app."""
+registry.py, pending.py, verdicts.py, operate.py). ``register(app)`` adds the commands to the
+main app."""
 
 from __future__ import annotations
 
@@ -16,13 +17,18 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from edged import introspect as ins
 from edged.clitools import ConfigOpt, JsonOpt, UrlOpt, exits, redis_client, resolve_connection
 from edged.config import Config
 from edged.dlq import check_entry_id, check_range_id
 from edged.durations import Duration
 from edged.errors import EXIT_FAILURE, EXIT_OK, UsageError
+from edged.operate import ack as ack_entries
+from edged.operate import claim as claim_entries
+from edged.pending import ConsumersReport, PendingPage, PendingSummary, pending_entries, pending_summary
+from edged.pending import consumers as consumers_of
+from edged.registry import read_registry
 from edged.render import age, make_table, print_json, print_table
+from edged.verdicts import GroupHealth, GroupsReport, GroupsWatch, StatusReport, groups_report, status_report
 
 T = TypeVar("T")
 Item = Table | str
@@ -136,7 +142,7 @@ def _idle(seconds: float | None) -> str:
     return f"{seconds * 1000:.0f}ms" if seconds < 1 else age(seconds)
 
 
-def _lag(g: ins.GroupHealth) -> str:
+def _lag(g: GroupHealth) -> str:
     if g.lag is None:
         return "unknown"
     text = str(g.lag) if g.lag_source == "redis" else f"{g.lag} (counted)"
@@ -145,7 +151,7 @@ def _lag(g: ins.GroupHealth) -> str:
     return text
 
 
-def _render_summary(s: ins.PendingSummary) -> list[Item]:
+def _render_summary(s: PendingSummary) -> list[Item]:
     if not s.pending:
         return [f"{s.stream} group {s.group}: nothing pending"]
     head = (f"{s.stream} group {s.group}: {s.pending} pending, ids {s.lowest_id} .. {s.highest_id}, "
@@ -157,7 +163,7 @@ def _render_summary(s: ins.PendingSummary) -> list[Item]:
     return [head, table]
 
 
-def _render_page(p: ins.PendingPage) -> list[Item]:
+def _render_page(p: PendingPage) -> list[Item]:
     if not p.entries:
         return [f"{p.stream} group {p.group}: no pending entries match"]
     items: list[Item] = [make_table(
@@ -169,7 +175,7 @@ def _render_page(p: ins.PendingPage) -> list[Item]:
     return items
 
 
-def _groups_table(groups: Sequence[ins.GroupHealth]) -> list[Item]:
+def _groups_table(groups: Sequence[GroupHealth]) -> list[Item]:
     if not groups:
         return ["no consumer groups found"]
     table = make_table(
@@ -183,11 +189,11 @@ def _groups_table(groups: Sequence[ins.GroupHealth]) -> list[Item]:
     return [table, *reasons]
 
 
-def _render_groups(report: ins.GroupsReport) -> list[Item]:
+def _render_groups(report: GroupsReport) -> list[Item]:
     return _groups_table(report.groups)
 
 
-def _render_consumers(report: ins.ConsumersReport) -> list[Item]:
+def _render_consumers(report: ConsumersReport) -> list[Item]:
     if not report.consumers:
         return [f"{report.stream} group {report.group}: no consumers"]
     return [make_table(
@@ -198,7 +204,7 @@ def _render_consumers(report: ins.ConsumersReport) -> list[Item]:
     )]
 
 
-def _render_status(report: ins.StatusReport) -> list[Item]:
+def _render_status(report: StatusReport) -> list[Item]:
     items: list[Item] = []
     if report.daemons:
         items.append(make_table(
@@ -246,8 +252,8 @@ def pending(
         check_range_id(after, "--after")
 
     if detail:
-        async def fetch_page(client: Redis, cfg: Config) -> ins.PendingPage:
-            return await ins.pending_entries(
+        async def fetch_page(client: Redis, cfg: Config) -> PendingPage:
+            return await pending_entries(
                 client, stream, group, count=count, after=after, min_idle=min_idle,
                 consumer=consumer, min_deliveries=min_deliveries)
 
@@ -257,9 +263,9 @@ def pending(
             _show(_once(config, url, fetch_page), as_json, _render_page)
         return
 
-    async def fetch_summary(client: Redis, cfg: Config) -> ins.PendingSummary:
-        registry = await ins.read_registry(client, cfg.daemon.key_prefix)
-        return await ins.pending_summary(client, registry, stream, group)
+    async def fetch_summary(client: Redis, cfg: Config) -> PendingSummary:
+        registry = await read_registry(client, cfg.daemon.key_prefix)
+        return await pending_summary(client, registry, stream, group)
 
     if watch is not None:
         _watch(config, url, watch, as_json, fetch_summary, _render_summary)
@@ -284,12 +290,12 @@ def groups(
     if watch is not None and check:
         raise UsageError("--check gives one answer; it does not go with --watch")
     seconds = _duration(sample, "--sample")
-    state: list[ins.GroupsWatch] = []
+    state: list[GroupsWatch] = []
 
-    async def fetch(client: Redis, cfg: Config) -> ins.GroupsReport:
+    async def fetch(client: Redis, cfg: Config) -> GroupsReport:
         if not state:
-            state.append(ins.GroupsWatch(cfg, stream, sample_seconds=seconds))
-        return await ins.groups_report(client, state[0])
+            state.append(GroupsWatch(cfg, stream, sample_seconds=seconds))
+        return await groups_report(client, state[0])
 
     if watch is not None:
         _watch(config, url, watch, as_json, fetch, _render_groups)
@@ -310,9 +316,9 @@ def consumers(
 ) -> None:
     """Consumers of a group: pending, idle, inactive, alive (heartbeat), host, pid."""
 
-    async def fetch(client: Redis, cfg: Config) -> ins.ConsumersReport:
-        registry = await ins.read_registry(client, cfg.daemon.key_prefix)
-        return await ins.consumers(client, registry, stream, group)
+    async def fetch(client: Redis, cfg: Config) -> ConsumersReport:
+        registry = await read_registry(client, cfg.daemon.key_prefix)
+        return await consumers_of(client, registry, stream, group)
 
     _show(_once(config, url, fetch), as_json, _render_consumers)
 
@@ -331,12 +337,12 @@ def status(
     if watch is not None and check:
         raise UsageError("--check gives one answer; it does not go with --watch")
     seconds = _duration(sample, "--sample")
-    state: list[ins.GroupsWatch] = []
+    state: list[GroupsWatch] = []
 
-    async def fetch(client: Redis, cfg: Config) -> ins.StatusReport:
+    async def fetch(client: Redis, cfg: Config) -> StatusReport:
         if not state:
-            state.append(ins.GroupsWatch(cfg, sample_seconds=seconds))
-        return await ins.status_report(client, state[0])
+            state.append(GroupsWatch(cfg, sample_seconds=seconds))
+        return await status_report(client, state[0])
 
     if watch is not None:
         _watch(config, url, watch, as_json, fetch, _render_status)
@@ -363,7 +369,7 @@ def claim(
     """
     for entry_id in ids:
         check_entry_id(entry_id, "ID")
-    result = _once(config, url, lambda client, cfg: ins.claim(client, stream, group, ids, to))
+    result = _once(config, url, lambda client, cfg: claim_entries(client, stream, group, ids, to))
     if as_json:
         print_json(result)
     else:
@@ -391,7 +397,7 @@ def ack(
     if not (yes or force):
         raise UsageError(f"ack drops {len(ids)} entries from group {group!r} of {stream!r} unhandled; "
                          "add --yes to do it")
-    result = _once(config, url, lambda client, cfg: ins.ack(client, stream, group, ids))
+    result = _once(config, url, lambda client, cfg: ack_entries(client, stream, group, ids))
     if as_json:
         print_json(result)
     else:

