@@ -98,7 +98,8 @@ class StreamConsumer:
         self._slots = anyio.Event()
         self._reader_waiting = False
         self._stopping = False
-        self._stop_event = anyio.Event()
+        self._wakeup = anyio.Event()  # ends a retry pause early: stop, or a failover announced
+        self._backoff = Backoff()  # the reader's; reset when a failover is announced
         self._grace_deadline: float | None = None
         self._work_scope: anyio.CancelScope | None = None
         self._unstarted: list[Item] = []
@@ -128,7 +129,7 @@ class StreamConsumer:
         if self._stopping:
             return
         self._stopping = True
-        self._stop_event.set()
+        self._wakeup.set()
         self._grace_deadline = grace_deadline
         self._unstarted.extend(self._queue.close())
         self._slots.set()
@@ -181,12 +182,20 @@ class StreamConsumer:
         return True
 
     async def _pause(self, delay: float) -> None:
-        """Sleep before a retry, but wake at once when stopped."""
+        """Sleep before a retry, but wake at once when stopped or when a failover is announced."""
+        if self._stopping:
+            return
+        self._wakeup = anyio.Event()
         with anyio.move_on_after(delay):
-            await self._stop_event.wait()
+            await self._wakeup.wait()
+
+    def retry_now(self) -> None:
+        """A new primary was announced: stop backing off and reconnect at once."""
+        self._backoff.reset()
+        self._wakeup.set()
 
     async def _ensure_group_until_ok(self, start_id: str | None = None) -> None:
-        backoff = Backoff()
+        backoff = self._backoff
         while not self._stopping:
             try:
                 await self.ensure_group(start_id)
@@ -203,7 +212,7 @@ class StreamConsumer:
     # ----------------------------------------------------------------- reading
 
     async def _read_loop(self) -> None:
-        backoff = Backoff()
+        backoff = self._backoff
         history_cursor: str | None = "0"  # None once our own pending history is read
         recovered = 0
         acker = self._acker

@@ -157,6 +157,8 @@ class Daemon:
         self.failovers += 1
         log.warning("failover: the primary is now %s; reconnecting", primary)
         await self.client.connection_pool.disconnect()
+        for stream in self.streams:
+            stream.retry_now()
 
     async def _claim_name(self) -> bool:
         """Hold the consumer name before consuming anything; False if another daemon has it."""
