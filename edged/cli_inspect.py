@@ -223,6 +223,34 @@ def _render_status(report: StatusReport) -> list[Item]:
 
 # --------------------------------------------------------------------------- commands
 
+R = TypeVar("R", GroupsReport, StatusReport)
+
+
+def _sampled(
+    config: ConfigOpt, url: UrlOpt, sample: str, watch: float | None, check: bool,
+    as_json: bool, make_watch: Callable[[Config, float], GroupsWatch],
+    report: Callable[[Redis, GroupsWatch], Awaitable[R]], render: Callable[[R], list[Item]],
+) -> None:
+    """`groups` and `status`: verdicts from samples `--sample` apart, or refreshed by --watch."""
+    if watch is not None and check:
+        raise UsageError("--check gives one answer; it does not go with --watch")
+    seconds = _duration(sample, "--sample")
+    state: list[GroupsWatch] = []
+
+    async def fetch(client: Redis, cfg: Config) -> R:
+        if not state:
+            state.append(make_watch(cfg, seconds))
+        return await report(client, state[0])
+
+    if watch is not None:
+        _watch(config, url, watch, as_json, fetch, render)
+        return
+    result = _once(config, url, fetch)
+    _show(result, as_json, render)
+    if check and not result.healthy:
+        raise typer.Exit(EXIT_FAILURE)
+
+
 
 @exits
 def pending(
@@ -287,23 +315,9 @@ def groups(
 ) -> None:
     """Consumer groups with lag, pending, last-delivered id and a verdict:
     OK, BEHIND, STALLED, STUCK or ORPHANED (see README.md)."""
-    if watch is not None and check:
-        raise UsageError("--check gives one answer; it does not go with --watch")
-    seconds = _duration(sample, "--sample")
-    state: list[GroupsWatch] = []
-
-    async def fetch(client: Redis, cfg: Config) -> GroupsReport:
-        if not state:
-            state.append(GroupsWatch(cfg, stream, sample_seconds=seconds))
-        return await groups_report(client, state[0])
-
-    if watch is not None:
-        _watch(config, url, watch, as_json, fetch, _render_groups)
-        return
-    report = _once(config, url, fetch)
-    _show(report, as_json, _render_groups)
-    if check and not report.healthy:
-        raise typer.Exit(EXIT_FAILURE)
+    _sampled(config, url, sample, watch, check, as_json,
+             lambda cfg, seconds: GroupsWatch(cfg, stream, sample_seconds=seconds),
+             groups_report, _render_groups)
 
 
 @exits
@@ -334,23 +348,9 @@ def status(
 ) -> None:
     """The fleet: every live daemon, then every group of the streams they read (and the
     config's) with lag and verdict."""
-    if watch is not None and check:
-        raise UsageError("--check gives one answer; it does not go with --watch")
-    seconds = _duration(sample, "--sample")
-    state: list[GroupsWatch] = []
-
-    async def fetch(client: Redis, cfg: Config) -> StatusReport:
-        if not state:
-            state.append(GroupsWatch(cfg, sample_seconds=seconds))
-        return await status_report(client, state[0])
-
-    if watch is not None:
-        _watch(config, url, watch, as_json, fetch, _render_status)
-        return
-    report = _once(config, url, fetch)
-    _show(report, as_json, _render_status)
-    if check and not report.healthy:
-        raise typer.Exit(EXIT_FAILURE)
+    _sampled(config, url, sample, watch, check, as_json,
+             lambda cfg, seconds: GroupsWatch(cfg, sample_seconds=seconds),
+             status_report, _render_status)
 
 
 @exits
