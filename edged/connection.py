@@ -101,7 +101,7 @@ def make_client(
 
 # No CLIENT SETINFO on connect: Redis 7.0 lacks it, and a least-privilege ACL user would fill
 # ACL LOG with its denials on 7.2+. redis-py 8 spells this driver_info=None; older, lib_name.
-_NO_CLIENT_SETINFO: dict[str, Any] = (
+NO_CLIENT_SETINFO: dict[str, Any] = (
     {"driver_info": None}
     if "driver_info" in inspect.signature(AbstractConnection.__init__).parameters
     else {"lib_name": None, "lib_version": None}
@@ -117,7 +117,7 @@ def _primary_kwargs(cfg: RedisConfig, socket_timeout: float, client_name: str | 
         # RESP2 on every redis-py version: the raw stream replies we parse have one shape.
         "protocol": 2,
         "db": cfg.db,  # a db in the URL wins
-        **_NO_CLIENT_SETINFO,
+        **NO_CLIENT_SETINFO,
     }
     password = read_secret(cfg.password_file)
     if password is not None:

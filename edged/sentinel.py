@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.asyncio.sentinel import Sentinel
 
 from edged.config import RedisConfig, SentinelConfig, split_host_port
-from edged.connection import TRANSIENT_ERRORS, Backoff, read_secret, tls_kwargs
+from edged.connection import NO_CLIENT_SETINFO, TRANSIENT_ERRORS, Backoff, read_secret, tls_kwargs
 
 log = logging.getLogger("edged.sentinel")
 
@@ -28,7 +28,7 @@ SWITCH_CHANNEL = "+switch-master"
 def sentinel_kwargs(cfg: SentinelConfig, socket_timeout: float) -> dict[str, Any]:
     """How to talk to the sentinels themselves (their own user, password, TLS)."""
     kwargs: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": 2.0,
-                              "protocol": 2}
+                              "protocol": 2, **NO_CLIENT_SETINFO}
     password = read_secret(cfg.password_file) if cfg.password_file else None
     if password is not None:
         kwargs["password"] = password

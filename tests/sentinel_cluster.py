@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +82,7 @@ class SentinelProcess:
     service: str
     monitor_port: int
     proc: subprocess.Popen[bytes] | None = None
+    conf_extra: list[str] = field(default_factory=list)  # more sentinel.conf lines (TLS, ACL)
 
     @property
     def address(self) -> str:
@@ -99,6 +100,7 @@ class SentinelProcess:
             f"sentinel down-after-milliseconds {self.service} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {self.service} {FAILOVER_TIMEOUT_MS}",
             f"sentinel parallel-syncs {self.service} 1",
+            *self.conf_extra,
         ]) + "\n")
         self.proc = subprocess.Popen(
             [server_binary(), str(conf), "--sentinel"], stdin=subprocess.DEVNULL,
@@ -164,9 +166,11 @@ def _pairs(flat: Any) -> dict[str, str]:
 class SentinelCluster:
     """A primary, one replica, three sentinels monitoring ``service``."""
 
-    def __init__(self, base: Path, service: str = SERVICE) -> None:
+    def __init__(self, base: Path, service: str = SERVICE,
+                 sentinel_conf: list[str] | None = None) -> None:
         self.base = base
         self.service = service
+        self.sentinel_conf = list(sentinel_conf or [])  # extra lines for every sentinel.conf
         self.servers: dict[int, Server] = {}  # by port; the killed ones stay until restarted
         self.retired: list[Server] = []  # killed instances replaced by a restart on their port
         self.sentinels: list[SentinelProcess] = []
@@ -196,7 +200,7 @@ class SentinelCluster:
         for i in range(3):
             sentinel = SentinelProcess(
                 port=free_port(), data_dir=self.base / f"sentinel-{i}", service=self.service,
-                monitor_port=primary.port,
+                monitor_port=primary.port, conf_extra=list(self.sentinel_conf),
             )
             self.sentinels.append(sentinel)  # before start: stop() must find it if start fails
             sentinel.start()
