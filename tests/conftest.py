@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -8,6 +10,7 @@ import pytest
 import redis
 
 from tests.servers import Server, free_port
+from tests.support import DaemonProcess
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +42,17 @@ def anyio_backend() -> str:
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     return tmp_path
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[DaemonProcess]]:
+    """Daemons a test started; any still running at teardown are killed by their pid
+    (resumed first, in case the test paused one)."""
+    procs: list[DaemonProcess] = []
+    yield procs
+    for p in procs:
+        if p.proc.poll() is None:
+            os.kill(p.pid, signal.SIGCONT)
+            p.proc.kill()
+            p.proc.wait()
+        p._log.close()

@@ -23,7 +23,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.servers import Server, free_port, server_binary
+from tests.servers import Server, free_port, server_binary, stop_process
 from tests.support import wait_for, write_config
 
 SERVICE = "edged-test"
@@ -145,14 +145,8 @@ class SentinelProcess:
                 "peers": [_pairs(x) for x in peers]}
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 def _pairs(flat: Any) -> dict[str, str]:

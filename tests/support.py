@@ -242,3 +242,13 @@ class Consuming:
         if timed_out:
             raise AssertionError(f"run() did not return within {self.grace + 10}s of stop()")
         return result
+
+
+def pending_rows(r: Any, stream: str, group: str = "edged") -> list[dict[str, Any]]:
+    """XPENDING detail rows as {"id", "consumer", "deliveries"} with str/int values."""
+    rows = r.xpending_range(stream, group, min="-", max="+", count=10_000)
+    return [
+        {"id": row["message_id"].decode(), "consumer": row["consumer"].decode(),
+         "deliveries": int(row["times_delivered"])}
+        for row in rows
+    ]

@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from tests.servers import Server, free_port
-from tests.support import REPO, DaemonProcess, edged_argv, run_edged, wait_for, write_config
+from tests.support import REPO, DaemonProcess, edged_argv, pending_rows, run_edged, wait_for, write_config
 from tests.support import test_env as edged_env
 
 pytestmark = pytest.mark.slow
@@ -40,17 +40,6 @@ class EdgedProcess(DaemonProcess):
             edged_argv(*args), stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
         )
 
-
-@pytest.fixture
-def spawned() -> Iterator[list[DaemonProcess]]:
-    """Daemons a test started; any still running at teardown are killed by their pid."""
-    procs: list[DaemonProcess] = []
-    yield procs
-    for p in procs:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait()
-        p._log.close()
 
 
 @pytest.fixture
@@ -100,17 +89,6 @@ def handled_ids(r: redis.Redis, stream: str) -> set[str]:
 def pending_count(r: redis.Redis, stream: str) -> int:
     return int(r.xpending(stream, GROUP)["pending"])
 
-
-def pending_rows(r: redis.Redis, stream: str) -> list[dict[str, Any]]:
-    rows = r.xpending_range(stream, GROUP, min="-", max="+", count=1000)
-    return [
-        {
-            "id": row["message_id"].decode(),
-            "consumer": row["consumer"].decode(),
-            "deliveries": int(row["times_delivered"]),
-        }
-        for row in rows
-    ]
 
 
 def add(r: redis.Redis, stream: str, body: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ from edged import Event, Reject, Retry
 from edged.config import StreamConfig
 from edged.handlers import build_handler
 from tests.servers import Server
-from tests.support import Consuming, edged_client, make_consumer, until
+from tests.support import Consuming, edged_client, make_consumer, pending_rows, until
 
 pytestmark = pytest.mark.anyio
 
@@ -35,18 +35,6 @@ async def client(server: Server) -> AsyncIterator[Any]:
     yield c
     await c.aclose()
 
-
-def pending(r: redis.Redis, stream: str) -> list[dict[str, Any]]:
-    """XPENDING detail rows as {"id", "consumer", "deliveries"} with str values."""
-    rows = r.xpending_range(stream, GROUP, min="-", max="+", count=1000)
-    return [
-        {
-            "id": row["message_id"].decode(),
-            "consumer": row["consumer"].decode(),
-            "deliveries": int(row["times_delivered"]),
-        }
-        for row in rows
-    ]
 
 
 def group_info(r: redis.Redis, stream: str) -> dict[str, Any]:
@@ -133,7 +121,7 @@ async def test_fenced_ack_does_not_ack_an_entry_a_peer_claimed(
         release.set()
         await until(lambda: consumer.stats.stale_acks == 1, what="the stale ack to be counted")
     assert consumer.stats.acked == 0
-    rows = pending(r, stream)
+    rows = pending_rows(r, stream)
     assert [(row["id"], row["consumer"]) for row in rows] == [(entry_id, "c2")]
 
 
@@ -236,8 +224,8 @@ async def test_handler_error_leaves_entry_pending(client: Any, r: redis.Redis, s
     async with Consuming(consumer):
         await until(lambda: consumer.stats.failed == 1 and consumer.stats.acked == 1,
                     what="one failure and one ack")
-    assert pending(r, stream) == [{"id": bad_id, "consumer": "c1", "deliveries": 1}]
-    assert good_id not in [row["id"] for row in pending(r, stream)]
+    assert pending_rows(r, stream) == [{"id": bad_id, "consumer": "c1", "deliveries": 1}]
+    assert good_id not in [row["id"] for row in pending_rows(r, stream)]
     assert consumer.stats.dead_lettered == 0
     assert not r.exists(f"{stream}:dead")
 
@@ -274,7 +262,7 @@ async def test_retry_leaves_entry_pending(client: Any, r: redis.Redis, stream: s
     entry_id = add(r, stream)
     async with Consuming(consumer):
         await until(lambda: consumer.stats.retried == 1, what="the retry counted")
-    assert pending(r, stream) == [{"id": entry_id, "consumer": "c1", "deliveries": 1}]
+    assert pending_rows(r, stream) == [{"id": entry_id, "consumer": "c1", "deliveries": 1}]
     assert consumer.stats.acked == 0
     assert consumer.stats.dead_lettered == 0
     assert not r.exists(f"{stream}:dead")
@@ -324,7 +312,7 @@ async def test_shutdown_releases_entries_fetched_after_stop(
             assert not run.done.is_set()
             _cursor, claimed, *_ = r.xautoclaim(stream, GROUP, "c2", 60_000, "0-0", count=10)
             assert sorted(eid.decode() for eid, _ in claimed) == sorted(late)
-            rows = {row["id"]: row for row in pending(r, stream)}
+            rows = {row["id"]: row for row in pending_rows(r, stream)}
             for entry_id in late:
                 assert rows[entry_id]["consumer"] == "c2"
                 assert rows[entry_id]["deliveries"] == 1
@@ -336,7 +324,7 @@ async def test_shutdown_releases_entries_fetched_after_stop(
     assert started == first
     assert consumer.stats.acked == 2
     assert consumer.stats.released == 2
-    rows = pending(r, stream)
+    rows = pending_rows(r, stream)
     assert sorted(row["id"] for row in rows) == sorted(late)
     assert {row["consumer"] for row in rows} == {"c2"}
 
@@ -370,7 +358,7 @@ async def test_grace_end_cancels_handler_and_leaves_entry_pending(
     assert cancelled == [True]
     assert consumer.stats.cancelled == 1
     assert consumer.stats.acked == 0
-    assert pending(r, stream) == [{"id": entry_id, "consumer": "c1", "deliveries": 1}]
+    assert pending_rows(r, stream) == [{"id": entry_id, "consumer": "c1", "deliveries": 1}]
 
 
 # --------------------------------------------------------------------------- backpressure

@@ -22,7 +22,7 @@ import pytest
 import redis
 
 from tests.servers import Server
-from tests.support import DaemonProcess, wait_for, write_config
+from tests.support import DaemonProcess, pending_rows, wait_for, write_config
 from tests.support import test_env as edged_env
 
 pytestmark = pytest.mark.slow
@@ -111,14 +111,6 @@ def marks(r: redis.Redis, key: str) -> list[tuple[str, str, int, float]]:
 def handled_ids(r: redis.Redis, stream: str) -> set[str]:
     return {m[0] for m in marks(r, f"{stream}:handled")}
 
-
-def pending_rows(r: redis.Redis, stream: str) -> list[dict[str, Any]]:
-    rows = r.xpending_range(stream, GROUP, min="-", max="+", count=10_000)
-    return [
-        {"id": row["message_id"].decode(), "consumer": row["consumer"].decode(),
-         "deliveries": int(row["times_delivered"])}
-        for row in rows
-    ]
 
 
 def pending_count(r: redis.Redis, stream: str) -> int:

@@ -12,7 +12,6 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +29,6 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 # --------------------------------------------------------------------------- helpers
 
-
-@pytest.fixture
-def spawned() -> Iterator[list[DaemonProcess]]:
-    """Daemons a test started; any still running at teardown are killed by their pid."""
-    procs: list[DaemonProcess] = []
-    yield procs
-    for p in procs:
-        if p.proc.poll() is None:
-            p.proc.kill()
-            p.proc.wait()
-        p._log.close()
 
 
 def start_daemon(spawned: list[DaemonProcess], tmp_path: Path, streams: list[dict[str, Any]],

@@ -69,17 +69,6 @@ def notify_socket() -> Iterator[tuple[str, NotifySocket]]:
         ns.sock.close()
 
 
-@pytest.fixture
-def spawned() -> Iterator[list[DaemonProcess]]:
-    procs: list[DaemonProcess] = []
-    yield procs
-    for p in procs:
-        if p.proc.poll() is None:
-            os.kill(p.pid, signal.SIGCONT)
-            p.proc.kill()
-            p.proc.wait()
-        p._log.close()
-
 
 def start_daemon(spawned: list[DaemonProcess], tmp_path: Path, stream: str, url: str,
                  *extra: str, **env: str) -> tuple[DaemonProcess, str]:
