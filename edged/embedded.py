@@ -64,15 +64,15 @@ def embedded_server() -> Iterator[str]:
                  existing.url, existing.pid)
         yield existing.url
         return
-    data_dir = state_dir() / "embedded"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data = data_dir()
+    data.mkdir(parents=True, exist_ok=True)
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     proc = subprocess.Popen(
         [
             server_binary(), "--bind", "127.0.0.1", "--port", str(port),
-            "--dir", str(data_dir), "--appendonly", "yes", "--save", "",
-            "--logfile", str(data_dir / "server.log"), "--protected-mode", "yes",
+            "--dir", str(data), "--appendonly", "yes", "--save", "",
+            "--logfile", str(data / "server.log"), "--protected-mode", "yes",
         ],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -80,7 +80,7 @@ def embedded_server() -> Iterator[str]:
     try:
         wait_until_up(url)
         write_record(EmbeddedRecord(url=url, pid=proc.pid))
-        log.info("embedded server pid %d at %s, data in %s", proc.pid, url, data_dir)
+        log.info("embedded server pid %d at %s, data in %s", proc.pid, url, data)
         yield url
     finally:
         clear_record(proc.pid)
@@ -93,4 +93,5 @@ def embedded_server() -> Iterator[str]:
 
 
 def data_dir() -> Path:
+    """Where the embedded server keeps its append-only files."""
     return state_dir() / "embedded"
