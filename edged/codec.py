@@ -7,8 +7,6 @@ from typing import Any
 
 import msgspec
 
-PAYLOAD_FIELD = b"payload"
-
 _json_decode = msgspec.json.decode
 _msgpack_decode = msgspec.msgpack.decode
 

@@ -25,6 +25,16 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 PositiveInt = Annotated[int, Meta(ge=1)]
 Concurrency = Annotated[int, Meta(ge=1, le=10_000)]
 Codec = Literal["json", "msgpack", "raw"]
+# How the configuration reference (edged.config_reference) names these strings; no effect on decoding.
+HostPort = Annotated[str, Meta(extra={"kind": "host:port"})]
+Listen = Annotated[str, Meta(extra={"kind": 'host:port or ""'})]
+RedisURL = Annotated[str, Meta(extra={"kind": "URL"})]
+HandlerRef = Annotated[str, Meta(extra={"kind": '"module:function"'})]
+
+# Entries handed back at shutdown are made to look idle for scripts.RELEASE_IDLE_MS (24 h), so
+# that any peer's XAUTOCLAIM takes them at once. That only holds while every stream's claim-idle
+# is below it: a longer claim-idle would leave released entries unclaimed until it passed.
+MAX_CLAIM_IDLE = Duration(12 * 3600)
 
 
 def _split_host_port(text: str) -> tuple[str, int]:
@@ -42,8 +52,11 @@ class TLSConfig(_Section, frozen=True):
     """TLS towards Redis or Sentinel. A ``rediss://`` URL turns TLS on with these files."""
 
     ca_file: str | None = None
+    """PEM file of the CA(s) that signed the server certificate; the system store when not given."""
     cert_file: str | None = None
+    """PEM client certificate for mutual TLS; needs ``key-file`` too."""
     key_file: str | None = None
+    """PEM private key of ``cert-file``; needs ``cert-file`` too."""
     verify: bool = True
     """Verify the server certificate and host name. Turn off only in a lab."""
 
@@ -55,11 +68,16 @@ class TLSConfig(_Section, frozen=True):
 class SentinelConfig(_Section, frozen=True):
     """Find the primary through Redis Sentinel."""
 
-    hosts: Annotated[list[str], Meta(min_length=1)]
+    hosts: Annotated[list[HostPort], Meta(min_length=1)]
+    """The sentinels, as ``"host:port"`` (IPv6 in brackets); any one that answers is enough."""
     service: str
+    """The monitored primary's name in Sentinel (its ``sentinel monitor`` name, e.g. ``mymaster``)."""
     username: str | None = None
+    """ACL user on the sentinels themselves; the primary's user is ``[redis] username``."""
     password_file: str | None = None
+    """A file holding only the sentinels' password; none when not given."""
     tls: TLSConfig | None = None
+    """TLS towards the sentinels; the primary's TLS is ``[redis.tls]``."""
 
     def __post_init__(self) -> None:
         for host in self.hosts:
@@ -69,14 +87,22 @@ class SentinelConfig(_Section, frozen=True):
 class RedisConfig(_Section, frozen=True):
     """Where Redis is and how to log in. ``url`` or ``[redis.sentinel]``, not both."""
 
-    url: str | None = None
+    url: RedisURL | None = None
+    """``redis://``, ``rediss://`` (TLS) or ``unix://``; ``redis://127.0.0.1:6379/0`` when neither
+    this nor ``[redis.sentinel]`` is given. Prefer ``password-file`` to a password in the URL."""
     username: str | None = None
+    """ACL user; the default user when not given."""
     password_file: str | None = None
-    """A file holding only the password; under systemd, a ``LoadCredential=`` path."""
+    """A file holding only the password; when not given, ``$CREDENTIALS_DIRECTORY/redis`` if that
+    exists (systemd's ``LoadCredential=redis:...``)."""
     tls: TLSConfig | None = None
+    """TLS options; the table alone turns TLS on, also for a ``redis://`` URL."""
     sentinel: SentinelConfig | None = None
+    """Find the primary through Sentinel and follow its failovers instead of a fixed ``url``."""
     db: Annotated[int, Meta(ge=0)] = 0
+    """Database number; a number in the URL path wins."""
     connect_timeout: Duration = Duration(5)
+    """How long opening one connection may take before it counts as failed and is retried."""
 
     def __post_init__(self) -> None:
         if self.url is not None and self.sentinel is not None:
@@ -94,11 +120,17 @@ class DaemonConfig(_Section, frozen=True):
 
     consumer: Annotated[str, Meta(min_length=1)] = "{hostname}"
     """Consumer name, stable per host so that a restart recovers its own pending entries."""
-    listen: str = "127.0.0.1:9478"
+    listen: Listen = "127.0.0.1:9478"
     """Address of /metrics, /healthz and /readyz; empty string turns the HTTP server off."""
     shutdown_grace: Duration = Duration(30)
+    """How long running handlers get to finish after SIGTERM; those still running then are
+    cancelled and their entries stay in the group for a peer, or the next start, to take over."""
     heartbeat_interval: Duration = Duration(2)
+    """How often the daemon refreshes its registry record, which expires 3 beats after the last
+    refresh; while it lives, no other daemon can start with the same consumer name."""
     key_prefix: Annotated[str, Meta(min_length=1)] = "edged:"
+    """Every key of edged's own (the daemons' heartbeat records, the last-seen hash) lives under it;
+    daemons and CLI commands that should see each other must share it."""
     consumer_expiry: Duration = Duration(3600)
     """A consumer with no heartbeat this long and nothing pending is removed from its groups."""
     read_block: Duration = Duration(1)
@@ -115,9 +147,11 @@ class DaemonConfig(_Section, frozen=True):
 
 
 class ExecHandler(_Section, frozen=True):
-    """Run a program for each entry: payload on stdin, metadata in EDGED_* variables."""
+    """Run a program for each entry (``handler = { exec = [...] }``): payload on stdin, metadata in
+    ``EDGED_*`` variables."""
 
     exec: Annotated[list[str], Meta(min_length=1)]
+    """Program and arguments, run without a shell; exit 0 acks, 75 retries, anything else fails."""
     timeout: Duration = Duration(60)
     """The whole process group is killed after this; the entry is then retried."""
 
@@ -126,21 +160,32 @@ class StreamConfig(_Section, frozen=True):
     """One stream read through one consumer group."""
 
     stream: Annotated[str, Meta(min_length=1)]
-    handler: str | ExecHandler
+    """The stream key to read."""
+    handler: HandlerRef | ExecHandler
     """``"module:function"`` or ``{ exec = ["/path/prog", "arg"] }``."""
     group: Annotated[str, Meta(min_length=1)] = "edged"
+    """Consumer group; created (with ``start-id``) when missing. Daemons sharing it share the work."""
     concurrency: Concurrency = 16
+    """Handlers running at once for this stream, which is also the most entries this consumer
+    holds unacked."""
     claim_idle: Duration = Duration(60)
+    """How long an entry must sit idle in a peer's pending list before this daemon takes it over
+    with XAUTOCLAIM (100ms to 12h); leases keep long-running handlers' entries from being taken."""
     claim_interval: Duration = Duration(5)
+    """How often a reclaim pass runs (XAUTOCLAIM of entries idle past ``claim-idle``)."""
     max_deliveries: PositiveInt = 5
+    """Deliveries, as counted by Redis, after which a failing entry goes to the dead-letter stream."""
     dead_letter: str | None = None
     """Dead-letter stream; ``"<stream>:dead"`` when not given."""
     codec: Codec = "json"
+    """How the ``payload`` field is decoded (``raw``: bytes as they are); a payload that does not
+    decode goes straight to the dead-letter stream."""
     start_id: str = "$"
     """Where a newly created group starts: ``$`` (new entries only) or ``0`` (the whole stream)."""
     retry_backoff: Duration = Duration(1)
     """Wait before the second delivery of a failed entry; doubles with each delivery."""
     retry_backoff_max: Duration = Duration(300)
+    """The longest wait between deliveries of a failed entry, however often it failed."""
     cancel_on_lost_lease: bool = True
     """Cancel a handler whose entry was claimed by a peer (its result could not be acked)."""
 
@@ -149,6 +194,11 @@ class StreamConfig(_Section, frozen=True):
             raise ValueError(f"handler {self.handler!r} must look like 'module:function'")
         if self.claim_interval.seconds <= 0 or self.claim_idle.seconds < 0.1:
             raise ValueError("claim-idle must be at least 100ms and claim-interval above zero")
+        if self.claim_idle.seconds > MAX_CLAIM_IDLE.seconds:
+            raise ValueError(
+                f"claim-idle {self.claim_idle} is above the limit of {MAX_CLAIM_IDLE}: entries handed "
+                "back at shutdown must look idle longer than any claim-idle"
+            )
         if self.retry_backoff.seconds < 0.01:
             raise ValueError("retry-backoff must be at least 10ms: failed entries must not hot-loop")
 
@@ -161,8 +211,11 @@ class Config(_Section, frozen=True):
     """The whole file."""
 
     redis: RedisConfig = RedisConfig()
+    """Where Redis is and how to log in."""
     daemon: DaemonConfig = DaemonConfig()
+    """The daemon process itself."""
     streams: list[StreamConfig] = []
+    """The streams to read, one ``[[streams]]`` table each; a stream and group pair at most once."""
 
     def __post_init__(self) -> None:
         seen: set[tuple[str, str]] = set()

@@ -6,8 +6,8 @@ from collections.abc import Iterable, Mapping
 
 from redis.asyncio import Redis
 
-from edged.codec import PAYLOAD_FIELD
 from edged.errors import EdgedError
+from edged.keys import PAYLOAD_FIELD
 
 PIPELINE_CHUNK = 1000
 
@@ -47,7 +47,7 @@ async def publish(
     async def flush() -> None:
         async with client.pipeline(transaction=False) as pipe:
             for body in chunk:
-                entry = {**extra, PAYLOAD_FIELD.decode(): body}
+                entry = {**extra, PAYLOAD_FIELD: body}
                 pipe.xadd(stream, entry, maxlen=maxlen, approximate=True)  # type: ignore[arg-type]
             if wait_replicas:
                 pipe.wait(wait_replicas, int(wait_timeout * 1000))

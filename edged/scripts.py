@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from typing import Any
 
 from redis.asyncio import Redis
 
-# A released entry looks idle this long, so any peer's XAUTOCLAIM (min-idle below a day) takes it.
+from edged.keys import DEAD_DELIVERIES, HB_INSTANCE
+from edged.lua import source
+from edged.replies import pairs, text, texts
+
+# A released entry looks idle this long, so any peer's XAUTOCLAIM takes it at once: the config
+# bounds claim-idle below it (config.MAX_CLAIM_IDLE).
 RELEASE_IDLE_MS = 86_400_000
-
-
-def _source(name: str) -> str:
-    return resources.files("edged.lua").joinpath(f"{name}.lua").read_text()
 
 
 class Scripts:
@@ -20,18 +20,18 @@ class Scripts:
 
     def __init__(self, client: Redis) -> None:
         self._ack = client.register_script(self.FENCED_ACK_SOURCE)
-        self._release = client.register_script(_source("fenced_release"))
-        self._dead_letter = client.register_script(_source("dead_letter"))
-        self._lease = client.register_script(_source("lease"))
-        self._reclaim = client.register_script(_source("reclaim"))
-        self._heartbeat = client.register_script(_source("heartbeat"))
-        self._heartbeat_end = client.register_script(_source("heartbeat_end"))
-        self._delete_consumer = client.register_script(_source("delete_consumer"))
+        self._release = client.register_script(source("fenced_release"))
+        self._dead_letter = client.register_script(source("dead_letter"))
+        self._lease = client.register_script(source("lease"))
+        self._reclaim = client.register_script(source("reclaim"))
+        self._heartbeat = client.register_script(source("heartbeat"))
+        self._heartbeat_end = client.register_script(source("heartbeat_end"))
+        self._delete_consumer = client.register_script(source("delete_consumer"))
 
     # The source travels with every pipelined ack (EVAL, not EVALSHA): a server that lost its
     # script cache (restart, failover, SCRIPT FLUSH) must not make the reader's ack fail while
     # the read in the same pipeline succeeds. The script is small next to the ids it carries.
-    FENCED_ACK_SOURCE = _source("fenced_ack")
+    FENCED_ACK_SOURCE = source("fenced_ack")
 
     def fenced_ack_args(
         self, stream: str, group: str, consumer: str, ids: list[str], others: int
@@ -69,13 +69,11 @@ class Scripts:
         fields: dict[str, bytes],
     ) -> str | None:
         """Copy the entry with ``fields`` to ``dead_stream`` and ack it; None if not owned."""
-        args: list[Any] = [group, consumer, entry_id]
+        args: list[Any] = [group, consumer, entry_id, DEAD_DELIVERIES]
         for k, v in fields.items():
             args += [k, v]
         result = await self._dead_letter(keys=[stream, dead_stream], args=args)
-        if result is None:
-            return None
-        return result.decode() if isinstance(result, bytes) else str(result)
+        return None if result is None else text(result)
 
     async def extend_leases(
         self, stream: str, group: str, consumer: str, ids: list[str]
@@ -84,7 +82,7 @@ class Scripts:
         if not ids:
             return []
         lost = await self._lease(keys=[stream], args=[group, consumer, " ".join(ids)])
-        return [x.decode() if isinstance(x, bytes) else str(x) for x in lost]
+        return texts(lost)
 
     async def reclaim(
         self, stream: str, group: str, consumer: str, min_idle_ms: int, cursor: str, count: int
@@ -94,29 +92,21 @@ class Scripts:
             keys=[stream], args=[group, consumer, min_idle_ms, cursor, count]
         )
         next_cursor, entries, counts, deleted = reply
-        return (
-            next_cursor.decode() if isinstance(next_cursor, bytes) else str(next_cursor),
-            entries,
-            [int(c) for c in counts],
-            [x.decode() if isinstance(x, bytes) else str(x) for x in deleted],
-        )
+        return text(next_cursor), entries, [int(c) for c in counts], texts(deleted)
 
     async def heartbeat(
         self, record_key: str, seen: str, consumer: str, instance: str, ttl_ms: int,
         takeover: bool, fields: dict[str, str],
     ) -> dict[str, str] | None:
         """Record this instance under ``consumer``; the current holder's record if refused."""
-        args: list[str | int] = [consumer, instance, ttl_ms, "1" if takeover else "0"]
+        args: list[str | int] = [consumer, instance, ttl_ms, "1" if takeover else "0", HB_INSTANCE]
         for k, v in fields.items():
             args += [k, v]
         holder = await self._heartbeat(keys=[record_key, seen], args=args)
-        if not holder:
-            return None
-        it = iter(x.decode() if isinstance(x, bytes) else str(x) for x in holder)
-        return dict(zip(it, it, strict=False))
+        return pairs(holder) if holder else None
 
     async def heartbeat_end(self, record_key: str, instance: str) -> bool:
-        return bool(await self._heartbeat_end(keys=[record_key], args=[instance]))
+        return bool(await self._heartbeat_end(keys=[record_key], args=[instance, HB_INSTANCE]))
 
     async def delete_consumer(
         self, stream: str, group: str, consumer: str, record_key: str, seen: str, expiry_ms: int
@@ -125,4 +115,4 @@ class Scripts:
         result = await self._delete_consumer(
             keys=[stream, record_key, seen], args=[group, consumer, expiry_ms]
         )
-        return result.decode() if isinstance(result, bytes) else str(result)
+        return text(result)

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import os
-import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -46,13 +44,9 @@ def workdir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def spawned() -> Iterator[list[DaemonProcess]]:
-    """Daemons a test started; any still running at teardown are killed by their pid
-    (resumed first, in case the test paused one)."""
+    """Every edged process a test starts (DaemonProcess) goes in this list; any still running
+    at teardown is killed by its pid (resumed first, in case the test paused it)."""
     procs: list[DaemonProcess] = []
     yield procs
     for p in procs:
-        if p.proc.poll() is None:
-            os.kill(p.pid, signal.SIGCONT)
-            p.proc.kill()
-            p.proc.wait()
-        p._log.close()
+        p.kill()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,14 +36,6 @@ def _client(port: int) -> redis.Redis:
     which turns a paused server into a 15 s stall)."""
     return redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1,
                        retry=Retry(NoBackoff(), 0), decode_responses=True)
-
-
-def _until(condition: Callable[[], Any], timeout: float, what: Callable[[], str]) -> Any:
-    """wait_for whose failure message is computed at the deadline, not at the call."""
-    try:
-        return wait_for(condition, timeout, interval=0.05)
-    except AssertionError:
-        raise AssertionError(f"timed out after {timeout}s waiting for {what()}") from None
 
 
 def _text(value: Any) -> str:
@@ -189,8 +180,8 @@ class SentinelCluster:
         self.servers[replica.port] = replica
         # The replica must be attached before the sentinels' first INFO of the primary, or
         # they learn of it only at the next INFO (every 10 s).
-        _until(lambda: replica_link_up(replica.port, primary.port), timeout,
-               lambda: "the replica synced with the primary")
+        wait_for(lambda: replica_link_up(replica.port, primary.port), timeout, interval=0.05,
+                 what="the replica synced with the primary")
         for i in range(3):
             sentinel = SentinelProcess(
                 port=free_port(), data_dir=self.base / f"sentinel-{i}", service=self.service,
@@ -258,8 +249,8 @@ class SentinelCluster:
         return port
 
     def wait_healthy(self, timeout: float = 30.0) -> int:
-        return int(_until(self.healthy, timeout,
-                          lambda: f"a healthy sentinel cluster:\n{self.describe()}"))
+        return int(wait_for(self.healthy, timeout, interval=0.05,
+                            what=lambda: f"a healthy sentinel cluster:\n{self.describe()}"))
 
     def describe(self) -> str:
         lines = []
@@ -291,8 +282,8 @@ class SentinelCluster:
             port = self.primary_port()
             return port if port is not None and port != old_port else None
 
-        return int(_until(switched, timeout,
-                          lambda: f"failover away from {old_port}:\n{self.describe()}"))
+        return int(wait_for(switched, timeout, interval=0.05,
+                            what=lambda: f"failover away from {old_port}:\n{self.describe()}"))
 
     def restart_as_replica(self, old: Server, primary_port: int | None) -> Server:
         """Start a killed server again on its port, as a replica of ``primary_port``.

@@ -11,11 +11,12 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+
+from tests.support import wait_for
 
 
 def server_binary() -> str:
@@ -84,23 +85,19 @@ class Server:
         return redis.Redis.from_url(self.url, socket_timeout=5, **kwargs)  # type: ignore[arg-type]
 
     def wait_up(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                log = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"server exited with {self.proc.returncode}: {log}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    reply = s.recv(64)
-                    if reply.startswith((b"+PONG", b"-NOAUTH")):
-                        return
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server on port {self.port} did not come up")
-            time.sleep(0.02)
+        wait_for(self._answers, timeout, what=f"server on port {self.port} to come up")
+
+    def _answers(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            log = (self.data_dir / "server.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"server exited with {self.proc.returncode}: {log}")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.proc is not None:

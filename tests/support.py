@@ -15,17 +15,29 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def _describe(what: str | Callable[[], str], condition: Callable[[], Any]) -> str:
+    if callable(what):
+        return what()
+    return what or repr(condition)
+
+
 def wait_for(
-    condition: Callable[[], T], timeout: float = 15.0, interval: float = 0.02, what: str = ""
+    condition: Callable[[], T], timeout: float = 15.0, interval: float = 0.02,
+    what: str | Callable[[], str] = "",
 ) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline."""
+    """Poll ``condition`` until it returns something truthy; fail with ``what`` at the deadline.
+
+    ``what`` may be a callable: it is then called at the deadline, so that the message shows
+    logs or state as they are then, not as they were when the wait began.
+    """
     deadline = time.monotonic() + timeout
     while True:
         result = condition()
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {_describe(what, condition)}")
         time.sleep(interval)
 
 
@@ -65,7 +77,7 @@ def write_config(
 
 
 def edged_argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "edged.cli", *args]
+    return [sys.executable, "-m", "edged", *args]
 
 
 def test_env(**extra: str) -> dict[str, str]:
@@ -87,15 +99,30 @@ def run_edged(*args: str, input: str | None = None, env: dict[str, str] | None =
 
 
 class DaemonProcess:
-    """An `edged start` subprocess whose output goes to a file the test can read."""
+    """An `edged start` subprocess whose output goes to a file the test can read.
+
+    Tests hand every one they start to the ``spawned`` fixture (tests/conftest.py), which
+    kills any still running at teardown, by its pid.
+    """
 
     def __init__(self, config: Path, url: str | None, log_path: Path, *extra: str,
                  env: dict[str, str] | None = None) -> None:
         args = ["start", "-c", str(config), *extra]
         if url:
             args += ["--url", url]
+        self._spawn(args, log_path, env)
+
+    @classmethod
+    def command(cls, args: list[str], log_path: Path,
+                env: dict[str, str] | None = None) -> DaemonProcess:
+        """Any `edged <args>` (e.g. `start --embedded` without -c, `groups --watch`)."""
+        self = cls.__new__(cls)
+        self._spawn(args, log_path, env)
+        return self
+
+    def _spawn(self, args: list[str], log_path: Path, env: dict[str, str] | None) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop() or at teardown
         self.proc = subprocess.Popen(
             edged_argv(*args), stdout=self._log, stderr=subprocess.STDOUT, env=env or test_env(),
             cwd=REPO,
@@ -110,18 +137,24 @@ class DaemonProcess:
 
     def wait_ready(self, timeout: float = 20) -> None:
         wait_for(lambda: "ready:" in self.output() or self.proc.poll() is not None, timeout,
-                 what=f"daemon ready; output so far:\n{self.output()}")
+                 what=lambda: f"daemon ready; output so far:\n{self.output()}")
         assert self.proc.poll() is None, f"daemon exited:\n{self.output()}"
 
-    def wait_output(self, text: str, timeout: float = 20) -> None:
-        wait_for(lambda: text in self.output(), timeout,
-                 what=f"{text!r} in daemon output:\n{self.output()}")
+    def wait_output(self, text: str, timeout: float = 20, count: int = 1) -> None:
+        """Wait until ``text`` is in the output (``count`` times, if given)."""
+        wait_for(lambda: self.output().count(text) >= count, timeout,
+                 what=lambda: f"{text!r} in daemon output (x{count}):\n{self.output()}")
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
-    def wait(self, timeout: float = 30) -> int:
-        return self.proc.wait(timeout=timeout)
+    def wait_exit(self, timeout: float = 20) -> int:
+        """The exit code once the process has ended; fails with its output if it runs on."""
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"daemon still running after {timeout}s:\n{self.output()}") from None
 
     def stop(self) -> None:
         """End the process if it still runs (SIGTERM, then SIGKILL)."""
@@ -134,12 +167,21 @@ class DaemonProcess:
                 self.proc.wait()
         self._log.close()
 
+    def kill(self) -> None:
+        """SIGKILL by pid if it still runs (resumed first, in case the test paused it)."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
 
 # --------------------------------------------------------------------------- in-process helpers
 
 
 async def until(
-    condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.01, what: str = "",  # noqa: ASYNC109
+    condition: Callable[[], Any], timeout: float = 15.0, interval: float = 0.01,  # noqa: ASYNC109
+    what: str | Callable[[], str] = "",
 ) -> Any:
     """Async ``wait_for``: poll ``condition`` (sync or async) without blocking the event loop."""
     import inspect
@@ -154,7 +196,8 @@ async def until(
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+            raise AssertionError(
+                f"timed out after {timeout}s waiting for {_describe(what, condition)}")
         await anyio.sleep(interval)
 
 
@@ -175,7 +218,7 @@ def make_consumer(client: Any, stream: str, handler: Any, *, consumer: str = "c1
     Groups start at ``0`` unless told otherwise, so entries added before ``run`` are read.
     """
     from edged.config import StreamConfig
-    from edged.consumer import StreamConsumer
+    from edged.consume.consumer import StreamConsumer
     from edged.scripts import Scripts
 
     cfg.setdefault("start_id", "0")
@@ -187,8 +230,8 @@ def make_consumer(client: Any, stream: str, handler: Any, *, consumer: str = "c1
 def edged_client(url: str, **kwargs: Any) -> Any:
     """An asyncio client configured the way the daemon configures its own."""
     from edged.config import RedisConfig
-    from edged.connection import make_client
-    from edged.consumer import use_raw_stream_replies
+    from edged.connect.client import make_client
+    from edged.consume.reader import use_raw_stream_replies
 
     client = make_client(RedisConfig(), url=url, **kwargs)
     use_raw_stream_replies(client)

@@ -40,7 +40,7 @@ def _s(value: object) -> str:
 
 
 def test_daemon_runs_as_the_documented_least_privilege_user(
-    server: Server, r: redis.Redis, stream: str, tmp_path: Path
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path, spawned: list[DaemonProcess]
 ) -> None:
     """A daemon logs in as a user with acl.DAEMON on `<stream>*` and `edged:*` only, password
     from a file. It handles good entries, dead-letters a rejected one, retries a failing one via
@@ -60,19 +60,18 @@ def test_daemon_runs_as_the_documented_least_privilege_user(
     )
     env = edged_env(EDGED_TEST_REDIS=server.url, EDGED_TEST_CONSUMER="acl")
     daemon = DaemonProcess(cfg, server.url, tmp_path / "d.log", env=env)
-    try:
-        daemon.wait_ready()
-        cmdline = Path(f"/proc/{daemon.pid}/cmdline").read_bytes()
-        r.xadd(stream, {"payload": b"{}"})
-        r.xadd(stream, {"payload": b'{"reject": "no"}'})
-        r.xadd(stream, {"payload": b'{"fail": true}'})
-        wait_for(lambda: r.llen(f"{stream}:handled") == 1, what="good entry handled")
-        wait_for(lambda: r.xlen(f"{stream}:dead") == 2, what="rejected and failing dead-lettered")
-        wait_for(lambda: r.xpending(stream, "edged")["pending"] == 0, what="PEL drained")
-        daemon.signal(signal.SIGTERM)
-        assert daemon.wait() == 0
-    finally:
-        daemon.stop()
+    spawned.append(daemon)
+    daemon.wait_ready()
+    cmdline = Path(f"/proc/{daemon.pid}/cmdline").read_bytes()
+    r.xadd(stream, {"payload": b"{}"})
+    r.xadd(stream, {"payload": b'{"reject": "no"}'})
+    r.xadd(stream, {"payload": b'{"fail": true}'})
+    wait_for(lambda: r.llen(f"{stream}:handled") == 1, what="good entry handled")
+    wait_for(lambda: r.xlen(f"{stream}:dead") == 2, what="rejected and failing dead-lettered")
+    wait_for(lambda: r.xpending(stream, "edged")["pending"] == 0, what="PEL drained")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait_exit(30) == 0
+    daemon.stop()
     assert denials(r, user) == []
     assert password not in daemon.output()
     assert password.encode() not in cmdline
@@ -106,7 +105,7 @@ def test_cli_as_inspect_and_operate_users(
 
 
 def test_password_from_systemd_credentials_directory(
-    server: Server, r: redis.Redis, stream: str, tmp_path: Path
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path, spawned: list[DaemonProcess]
 ) -> None:
     """No password-file in the config: the daemon reads the password from
     $CREDENTIALS_DIRECTORY/redis, as systemd's LoadCredential=redis:... provides it. It logs in
@@ -122,13 +121,12 @@ def test_password_from_systemd_credentials_directory(
     env = edged_env(EDGED_TEST_REDIS=server.url, EDGED_TEST_CONSUMER="creds",
                     CREDENTIALS_DIRECTORY=str(creds))
     daemon = DaemonProcess(cfg, server.url, tmp_path / "creds.log", env=env)
-    try:
-        daemon.wait_ready()
-        r.xadd(stream, {"payload": b"{}"})
-        wait_for(lambda: r.llen(f"{stream}:handled") == 1, what="entry handled")
-        cmdline = Path(f"/proc/{daemon.pid}/cmdline").read_bytes()
-    finally:
-        daemon.stop()
+    spawned.append(daemon)
+    daemon.wait_ready()
+    r.xadd(stream, {"payload": b"{}"})
+    wait_for(lambda: r.llen(f"{stream}:handled") == 1, what="entry handled")
+    cmdline = Path(f"/proc/{daemon.pid}/cmdline").read_bytes()
+    daemon.stop()
     shown = run_edged("config", "show", "-c", str(cfg), env=env)
     assert shown.returncode == 0
     assert password not in daemon.output() + shown.stdout + shown.stderr

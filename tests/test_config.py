@@ -9,9 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edged.config import Config, load_config, parse_config
+from edged.config import MAX_CLAIM_IDLE, Config, load_config, parse_config
 from edged.durations import Duration
 from edged.errors import ConfigError
+from edged.scripts import RELEASE_IDLE_MS
 from tests.support import run_edged, write_config
 
 GOOD = """
@@ -117,6 +118,22 @@ def test_config_show_redacts_secrets(tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     assert "hunter2-secret" not in res.stdout
     assert "***" in res.stdout and "/x/pw" in res.stdout
+
+
+
+def test_claim_idle_above_12h_is_refused() -> None:
+    ok = parse_config({"streams": [{"stream": "s", "handler": "a:b", "claim-idle": "12h"}]})
+    assert ok.streams[0].claim_idle == MAX_CLAIM_IDLE
+    with pytest.raises(ConfigError) as info:
+        parse_config({"streams": [{"stream": "s", "handler": "a:b", "claim-idle": "12h1s"}]}, "big.toml")
+    message = str(info.value)
+    assert message.startswith("big.toml: ") and "$.streams[0]" in message
+    assert "claim-idle" in message and "12h" in message
+
+
+def test_released_entries_look_idle_longer_than_any_claim_idle() -> None:
+    """A handed-back entry must be claimable at once by every peer, whatever its claim-idle."""
+    assert MAX_CLAIM_IDLE.ms < RELEASE_IDLE_MS
 
 
 def test_duration_parsing() -> None:

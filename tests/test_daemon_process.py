@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,14 @@ import pytest
 import redis
 
 from tests.servers import Server, free_port
-from tests.support import REPO, DaemonProcess, edged_argv, pending_rows, run_edged, wait_for, write_config
+from tests.support import (
+    DaemonProcess,
+    pending_rows,
+    process_gone,
+    run_edged,
+    wait_for,
+    write_config,
+)
 from tests.support import test_env as edged_env
 
 pytestmark = pytest.mark.slow
@@ -28,18 +34,6 @@ GROUP = "edged"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-class EdgedProcess(DaemonProcess):
-    """An `edged <args>` subprocess (e.g. `start --embedded` without -c), output in a file."""
-
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str]) -> None:
-        self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()/teardown
-        self.proc = subprocess.Popen(
-            edged_argv(*args), stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-        )
-
 
 
 @pytest.fixture
@@ -93,22 +87,6 @@ def pending_count(r: redis.Redis, stream: str) -> int:
 
 def add(r: redis.Redis, stream: str, body: dict[str, Any]) -> str:
     return r.xadd(stream, {"payload": json.dumps(body)}).decode()
-
-
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def wait_exit(d: DaemonProcess, timeout: float) -> int:
-    try:
-        return d.proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"daemon still running after {timeout}s:\n{d.output()}") from None
 
 
 def uid() -> str:
@@ -170,7 +148,7 @@ def test_restart_after_sigkill_recovers_own_pending_entries(
     second.wait_output("recovered")
     assert second.proc.poll() is None
     second.signal(signal.SIGTERM)
-    assert wait_exit(second, 20) == 0, second.output()
+    assert second.wait_exit(20) == 0, second.output()
 
 
 def test_acks_on_a_server_with_an_empty_script_cache(
@@ -204,7 +182,7 @@ def test_acks_on_a_server_with_an_empty_script_cache(
         fr.set(f"{stream}:release", 1)
         wait_for(lambda: pending_count(fr, stream) == 0, what="PEL drained after release")
     d.signal(signal.SIGTERM)
-    assert wait_exit(d, 20) == 0, d.output()
+    assert d.wait_exit(20) == 0, d.output()
 
 
 # --------------------------------------------------------------------------- signals
@@ -229,7 +207,7 @@ def test_sigterm_drains_finishes_short_work_and_leaves_hung_work_pending(
     assert handled_ids(r, stream) == set(), "the sleeping entry finished before the signal"
 
     d.signal(signal.SIGTERM)
-    code = wait_exit(d, 20)
+    code = d.wait_exit(20)
     out = d.output()
     assert code == 0, out
     assert "draining" in out
@@ -260,7 +238,7 @@ def test_second_signal_stops_at_once_and_leaves_entry_pending(
     d.wait_output("draining")
     assert d.proc.poll() is None, "exited on the first signal despite a running handler"
     d.signal(signal.SIGTERM)
-    code = wait_exit(d, 10)  # far below the 30 s grace
+    code = d.wait_exit(10)  # far below the 30 s grace
     assert code != 0, d.output()
     assert [(row["id"], row["consumer"]) for row in pending_rows(r, stream)] == [(hung, consumer)]
     assert handled_ids(r, stream) == set()
@@ -300,7 +278,7 @@ def test_waits_for_redis_that_is_down_at_start(
     finally:
         late.close()
     d.signal(signal.SIGTERM)
-    assert wait_exit(d, 20) == 0, d.output()
+    assert d.wait_exit(20) == 0, d.output()
 
 
 def test_sigterm_while_redis_is_down_exits_cleanly(
@@ -317,7 +295,7 @@ def test_sigterm_while_redis_is_down_exits_cleanly(
              timeout=20, what="retries against the missing Redis")
     assert d.proc.poll() is None, d.output()
     d.signal(signal.SIGTERM)
-    assert wait_exit(d, 20) == 0, d.output()
+    assert d.wait_exit(20) == 0, d.output()
     out = d.output()
     assert "ready:" not in out and "Traceback" not in out, out
 
@@ -342,7 +320,7 @@ def state(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "state"
     yield path
     record = _embedded_record(path)
-    if record is not None and pid_alive(int(record["pid"])):
+    if record is not None and not process_gone(int(record["pid"])):
         os.kill(int(record["pid"]), signal.SIGKILL)
 
 
@@ -355,12 +333,12 @@ def test_embedded_demo_without_config(
     by the daemon. SIGINT then stops the daemon with exit 0 and the server with it, leaving
     its append-only data (holding the entry) under the state dir."""
     env = _embedded_env(state)
-    d = EdgedProcess(["start", "--embedded"], tmp_path / "d.log", env)
+    d = DaemonProcess.command(["start", "--embedded"], tmp_path / "d.log", env)
     spawned.append(d)
     d.wait_ready(timeout=30)
     record = wait_for(lambda: _embedded_record(state), what="embedded.json")
     assert record["url"].startswith("redis://127.0.0.1:")
-    assert pid_alive(record["pid"])
+    assert not process_gone(record["pid"])
     with redis.Redis.from_url(record["url"], socket_timeout=5) as er:
         assert er.ping()
 
@@ -370,8 +348,8 @@ def test_embedded_demo_without_config(
     d.wait_output(f'edged:demo {entry} delivery=1 {{"hello":"world"}}')
 
     d.signal(signal.SIGINT)
-    assert wait_exit(d, 20) == 0, d.output()
-    wait_for(lambda: not pid_alive(record["pid"]), timeout=15, what="embedded server stopped")
+    assert d.wait_exit(20) == 0, d.output()
+    wait_for(lambda: process_gone(record["pid"]), timeout=15, what="embedded server stopped")
     assert _embedded_record(state) is None, "a stopped server is still recorded"
     data = state / "edged" / "embedded"
     aof = b"".join(p.read_bytes() for p in data.rglob("*.aof") if p.is_file())
@@ -389,7 +367,7 @@ def test_embedded_with_config_runs_configured_streams(
     cfg = write_config(tmp_path / "edged.toml", [
         {"stream": stream, "group": GROUP, "handler": "edged.handlers:log", "start-id": "0"},
     ])
-    d = EdgedProcess(["start", "--embedded", "-c", str(cfg)], tmp_path / "d.log", env)
+    d = DaemonProcess.command(["start", "--embedded", "-c", str(cfg)], tmp_path / "d.log", env)
     spawned.append(d)
     d.wait_ready(timeout=30)
     record = wait_for(lambda: _embedded_record(state), what="embedded.json")
@@ -404,8 +382,8 @@ def test_embedded_with_config_runs_configured_streams(
     assert not r.exists(stream), "the session server was used instead of the embedded one"
 
     d.signal(signal.SIGTERM)
-    assert wait_exit(d, 20) == 0, d.output()
-    wait_for(lambda: not pid_alive(record["pid"]), timeout=15, what="embedded server stopped")
+    assert d.wait_exit(20) == 0, d.output()
+    wait_for(lambda: process_gone(record["pid"]), timeout=15, what="embedded server stopped")
 
 
 # --------------------------------------------------------------------------- connections
@@ -438,7 +416,7 @@ def test_unix_socket_url(
         mine = [c for c in clients if c.get("name") == f"edged:{consumer}"]
         assert mine and all("U" in c["flags"] for c in mine), mine  # U: unix socket client
     d.signal(signal.SIGTERM)
-    assert wait_exit(d, 20) == 0, d.output()
+    assert d.wait_exit(20) == 0, d.output()
 
 
 PASSWORD = "S3cretPw"
@@ -496,7 +474,7 @@ def test_acl_user_with_password_file(
         wait_for(lambda: int(ar.xpending(stream, GROUP)["pending"]) == 0, what="entry acked")
         _assert_secret_hidden(d, PASSWORD)
         d.signal(signal.SIGTERM)
-        assert wait_exit(d, 20) == 0, d.output()
+        assert d.wait_exit(20) == 0, d.output()
         assert PASSWORD not in d.output()
 
 
@@ -522,7 +500,7 @@ def test_wrong_password_is_reported_and_retried_without_leaking(
         return ("wrongpass" in text or "invalid username-password" in text
                 or "authentication" in text) or d.proc.poll() is not None
 
-    wait_for(auth_error_logged, timeout=20, what=f"an auth error in:\n{d.output()}")
+    wait_for(auth_error_logged, timeout=20, what=lambda: f"an auth error in:\n{d.output()}")
     assert d.proc.poll() is None, f"daemon exited on a wrong password:\n{d.output()}"
     assert "ready:" not in d.output()
     assert "Traceback" not in d.output()
@@ -535,7 +513,7 @@ def test_wrong_password_is_reported_and_retried_without_leaking(
         wait_for(lambda: handled_ids(r, stream) == {entry}, what="entry handled")
     _assert_secret_hidden(d, PASSWORD, WRONG_PASSWORD)
     d.signal(signal.SIGTERM)
-    assert wait_exit(d, 20) == 0, d.output()
+    assert d.wait_exit(20) == 0, d.output()
 
 
 def test_missing_password_file_is_a_config_error(

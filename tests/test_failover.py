@@ -16,6 +16,7 @@ lost, split-brain writes) are printed: run with `-s` to see them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -96,12 +97,13 @@ def pending_count(r: redis.Redis, stream: str) -> int | None:
 
 
 class Fleet:
-    """The daemons one test started; at teardown any still running is killed by its pid."""
+    """The daemons one test started, kept in the ``spawned`` list: at teardown any still
+    running is killed by its pid."""
 
-    def __init__(self, recorder: Server, tmp_path: Path) -> None:
+    def __init__(self, recorder: Server, tmp_path: Path, procs: list[DaemonProcess]) -> None:
         self.recorder = recorder
         self.tmp_path = tmp_path
-        self.procs: list[DaemonProcess] = []
+        self.procs = procs
 
     def start(self, consumer: str, streams: list[dict[str, Any]], *,
               cluster: SentinelCluster | None = None, url: str | None = None) -> DaemonProcess:
@@ -121,19 +123,18 @@ class Fleet:
             assert d.proc.poll() is None, (
                 f"daemon {d.log_path.name} exited with {d.proc.returncode}:\n{d.output()}")
 
-    def close(self) -> None:
-        for d in self.procs:
-            d.stop()  # SIGTERM, then SIGKILL, by pid
-
     def logs(self) -> str:
         return "\n".join(f"--- {d.log_path.name}:\n{d.output()[-6000:]}" for d in self.procs)
 
+    def explain(self, what: str, extra: Callable[[], str] | None = None) -> Callable[[], str]:
+        """A wait_for message: ``what``, then ``extra()`` and the daemons' logs as they are at
+        the deadline."""
+        return lambda: "\n".join([what, *([extra()] if extra is not None else []), self.logs()])
+
 
 @pytest.fixture
-def fleet(server: Server, tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(server, tmp_path)
-    yield f
-    f.close()
+def fleet(server: Server, tmp_path: Path, spawned: list[DaemonProcess]) -> Fleet:
+    return Fleet(server, tmp_path, spawned)
 
 
 @pytest.fixture
@@ -193,7 +194,7 @@ class Producer:
 
     async def _main(self) -> None:
         from edged.config import RedisConfig, SentinelConfig
-        from edged.connection import make_client
+        from edged.connect.client import make_client
         from edged.publish import NotReplicated, publish
 
         cfg = RedisConfig(sentinel=SentinelConfig(hosts=self.cluster.sentinel_hosts,
@@ -290,30 +291,19 @@ def lost_acked(recorder: redis.Redis, stream: str, acked: list[str]) -> list[str
 
 def settle_lost(recorder: redis.Redis, stream: str, acked: list[str]) -> list[str]:
     """The acknowledged ids still not handled once the deadline has given them every chance."""
-    end = time.monotonic() + DEADLINE
-    while (lost := lost_acked(recorder, stream, acked)) and time.monotonic() < end:
-        time.sleep(0.1)
-    return lost
-
-
-def until(condition: Any, what: str, fleet: Fleet, timeout: float = DEADLINE,
-          extra: Callable[[], str] | None = None) -> Any:
-    """wait_for, and on timeout the daemons' logs (and ``extra()``) as they are then."""
-    try:
-        return wait_for(condition, timeout, what=what)
-    except AssertionError as exc:
-        more = f"\n{extra()}" if extra is not None else ""
-        raise AssertionError(f"{exc}{more}\n{fleet.logs()}") from None
+    with contextlib.suppress(AssertionError):  # what is still missing is the answer
+        wait_for(lambda: not lost_acked(recorder, stream, acked), DEADLINE, interval=0.1)
+    return lost_acked(recorder, stream, acked)
 
 
 def assert_drained(cluster_or_server: redis.Redis, recorder: redis.Redis, stream: str,
                    fleet: Fleet) -> int:
     """The group's PEL empties and every entry left in the stream was handled; its length."""
-    until(lambda: pending_count(cluster_or_server, stream) == 0,
-          f"the PEL of {stream} to drain", fleet)
+    wait_for(lambda: pending_count(cluster_or_server, stream) == 0, DEADLINE,
+             what=fleet.explain(f"the PEL of {stream} to drain"))
     ids = [e[0].decode() for e in cluster_or_server.xrange(stream)]
-    until(lambda: not set(ids) - handled_ids(recorder, stream),
-          f"every entry of {stream} handled", fleet)
+    wait_for(lambda: not set(ids) - handled_ids(recorder, stream), DEADLINE,
+             what=fleet.explain(f"every entry of {stream} handled"))
     return len(ids)
 
 
@@ -361,8 +351,8 @@ def test_primary_killed_three_times_loses_no_wait_acknowledged_entry(
                         firsts[h.consumer] = min(h.at, firsts.get(h.consumer, h.at))
                 return firsts if set(firsts) == set(names) else None
 
-            firsts = until(first_by_each, f"each daemon handling an entry after kill {kill + 1}",
-                           fleet)
+            firsts = wait_for(first_by_each, DEADLINE,
+                              what=fleet.explain(f"each daemon handling an entry after kill {kill + 1}"))
             results.append((kill + 1, old_port, new_port, t_kill, t_promoted, firsts))
             fleet.assert_running()
             # Only now, so that a sentinel cannot fail the fresh primary over to it at once
@@ -461,20 +451,20 @@ def test_paused_primary_split_brain(
         finally:
             direct.close()
         t_refused = time.time()
-        until(lambda: role(old_port) == ("slave", new_port), "the old primary demoted", fleet,
-              extra=cluster.describe)
+        wait_for(lambda: role(old_port) == ("slave", new_port), DEADLINE,
+                 what=fleet.explain("the old primary demoted", cluster.describe))
         t_demoted = time.time()
         cont_ms = int(t_cont * 1000)
         stop_ms = int(t_stop * 1000)
-        first = until(lambda: [h.at for h in handled(r, stream) if id_ms(h.id) > stop_ms],
-                      "an entry published after the SIGSTOP handled", fleet)
+        first = wait_for(lambda: [h.at for h in handled(r, stream) if id_ms(h.id) > stop_ms], DEADLINE,
+                         what=fleet.explain("an entry published after the SIGSTOP handled"))
         t_first = min(first)
         wait_for(lambda: producer.acked_since(cont_ms) >= 20, DEADLINE,
                  what="20 WAIT-acknowledged entries after the SIGCONT")
     acked = list(producer.acked)
     after_cont = [i for i in acked if id_ms(i) > cont_ms]
-    until(lambda: not set(after_cont) - handled_ids(r, stream),
-          "the entries published after the SIGCONT handled", fleet)
+    wait_for(lambda: not set(after_cont) - handled_ids(r, stream), DEADLINE,
+             what=fleet.explain("the entries published after the SIGCONT handled"))
     lost = settle_lost(r, stream, acked)
     primary = cluster.servers[new_port].client()
     try:
@@ -520,25 +510,28 @@ def test_daemon_waits_for_a_primary_behind_sentinel(
     replica = cluster.running_replicas(primary_port)[0]
     replica.kill()
     primary.kill()
-    until(lambda: all("o_down" in f for f in cluster.primary_flags()),
-          "every sentinel to see the primary down", fleet, extra=cluster.describe)
+    wait_for(lambda: all("o_down" in f for f in cluster.primary_flags()), DEADLINE,
+             what=fleet.explain("every sentinel to see the primary down", cluster.describe))
     d = fleet.start("sw1", [stream_cfg(stream)], cluster=cluster)
-    until(lambda: "No master found" in d.output() or d.proc.poll() is not None,
-          "the daemon to report that Sentinel has no primary", fleet)
+    wait_for(lambda: "No master found" in d.output() or d.proc.poll() is not None, DEADLINE,
+             what=fleet.explain("the daemon to report that Sentinel has no primary"))
     fleet.assert_running()
     assert "ready:" not in d.output()
     t_back = time.time()
     cluster.restart_as_replica(primary, None)
     cluster.restart_as_replica(replica, primary_port)
-    until(lambda: "ready:" in d.output() or d.proc.poll() is not None, "the daemon ready", fleet)
+    wait_for(lambda: "ready:" in d.output() or d.proc.poll() is not None, DEADLINE,
+             what=fleet.explain("the daemon ready"))
     t_ready = time.time()
     fleet.assert_running()
     client = cluster.servers[primary_port].client()
     try:
         ids = [client.xadd(stream, {"payload": json.dumps({"n": n})}).decode()
                for n in range(20)]
-        until(lambda: not set(ids) - handled_ids(r, stream), "the entries handled", fleet)
-        until(lambda: pending_count(client, stream) == 0, "the PEL drains", fleet)
+        wait_for(lambda: not set(ids) - handled_ids(r, stream), DEADLINE,
+                 what=fleet.explain("the entries handled"))
+        wait_for(lambda: pending_count(client, stream) == 0, DEADLINE,
+                 what=fleet.explain("the PEL drains"))
     finally:
         client.close()
     fleet.assert_running()
@@ -571,8 +564,8 @@ def test_restarted_standalone_server_loses_nothing(
         before = [client.xadd(stream, {"payload": json.dumps({"n": n})}).decode()
                   for n in range(50)]
         client.close()
-        until(lambda: not set(before) - handled_ids(r, stream),
-              "entries before the restart handled", fleet)
+        wait_for(lambda: not set(before) - handled_ids(r, stream), DEADLINE,
+                 what=fleet.explain("entries before the restart handled"))
         check = target.client()
         wait_for(lambda: pending_count(check, stream) == 0, DEADLINE, what="PEL empty")
         check.close()
@@ -585,8 +578,8 @@ def test_restarted_standalone_server_loses_nothing(
             assert pending_count(client, stream) == 0, "acks were lost in the restart"
             after = [client.xadd(stream, {"payload": json.dumps({"n": n})}).decode()
                      for n in range(50, 100)]
-            until(lambda: not set(after) - handled_ids(r, stream),
-                  "entries after the restart handled", fleet)
+            wait_for(lambda: not set(after) - handled_ids(r, stream), DEADLINE,
+                     what=fleet.explain("entries after the restart handled"))
             assert_drained(client, r, stream, fleet)
         finally:
             client.close()
@@ -612,7 +605,8 @@ def test_deleted_group_is_recreated_without_skipping_entries(
     pending — its handler running (sleep 1 s, claim-idle 60 s: no lease extension meanwhile)
     or, with `held`, hanging past a lease interval (claim-idle 1.5 s: edged extends the lease
     every 375 ms) — and five entries are unread behind it; then publish three more and let
-    the handler finish.
+    the handler finish (with `held`, only once the daemon has logged twice that it could not
+    extend the lease: its lease loop met the missing group and went on).
 
     Must hold: the daemon logs that the group is gone and recreates it; it does not exit;
     every entry published is handled at least once (none skipped); the PEL drains."""
@@ -625,25 +619,28 @@ def test_deleted_group_is_recreated_without_skipping_entries(
         return r.xadd(stream, {"payload": json.dumps(body)}).decode()
 
     first = [add({"n": n}) for n in range(3)]
-    until(lambda: not set(first) - handled_ids(r, stream), "the first entries handled", fleet)
+    wait_for(lambda: not set(first) - handled_ids(r, stream), DEADLINE,
+             what=fleet.explain("the first entries handled"))
     busy = add({"hang": True} if held else {"sleep": 1.0})
     unread = [add({"n": n}) for n in range(3, 8)]
-    until(lambda: any(x.decode().startswith(busy) for x in r.lrange(f"{stream}:started", 0, -1)),
-          "the busy entry started", fleet)
+    wait_for(lambda: any(x.decode().startswith(busy) for x in r.lrange(f"{stream}:started", 0, -1)),
+             DEADLINE,
+             what=fleet.explain("the busy entry started"))
     assert int(r.xpending(stream, GROUP)["pending"]) == 1
     r.xgroup_destroy(stream, GROUP)
     later = [add({"n": n}) for n in range(8, 11)]
     if held:
-        # A window of more than two lease intervals with the group gone and the entry held.
-        time.sleep(1.0)  # a window for the lease loop to meet NOGROUP
+        # The lease loop meets the missing group (NOGROUP) twice, with the entry held.
+        d.wait_output("could not extend", timeout=DEADLINE, count=2)
         fleet.assert_running()
         r.set(f"{stream}:release", 1)
     everything = [*first, busy, *unread, *later]
-    until(lambda: not set(everything) - handled_ids(r, stream) or d.proc.poll() is not None,
-          "every entry handled", fleet)
+    wait_for(lambda: not set(everything) - handled_ids(r, stream) or d.proc.poll() is not None, DEADLINE,
+             what=fleet.explain("every entry handled"))
     fleet.assert_running()
     assert not set(everything) - handled_ids(r, stream)
     assert "is gone" in d.output(), d.output()
-    until(lambda: pending_count(r, stream) == 0, "the PEL drains", fleet)
+    wait_for(lambda: pending_count(r, stream) == 0, DEADLINE,
+             what=fleet.explain("the PEL drains"))
     fleet.assert_running()
     print(f"\n[group] recreated; {len(handled(r, stream))} runs for {len(everything)} entries")

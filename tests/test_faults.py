@@ -14,7 +14,6 @@ import json
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +50,13 @@ def stream_cfg(stream: str, **extra: Any) -> dict[str, Any]:
 
 
 class Fleet:
-    """The daemons one test started; at teardown any still running is killed by its pid."""
+    """The daemons one test started, kept in the ``spawned`` list: at teardown any still
+    running is killed by its pid (resumed first, if the test paused it)."""
 
-    def __init__(self, server: Server, tmp_path: Path) -> None:
+    def __init__(self, server: Server, tmp_path: Path, procs: list[DaemonProcess]) -> None:
         self.server = server
         self.tmp_path = tmp_path
-        self.procs: list[DaemonProcess] = []
+        self.procs = procs
 
     def start(self, consumer: str, streams: list[dict[str, Any]], **daemon: Any) -> DaemonProcess:
         cfg = write_config(
@@ -68,24 +68,13 @@ class Fleet:
         self.procs.append(d)
         return d
 
-    def close(self) -> None:
-        for d in self.procs:
-            if d.proc.poll() is None:
-                d.proc.kill()  # works on a SIGSTOPped process too
-                d.proc.wait()
-            d._log.close()
-
     def logs(self) -> str:
         return "\n".join(f"--- {d.log_path.name}:\n{d.output()}" for d in self.procs)
 
 
 @pytest.fixture
-def fleet(server: Server, tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(server, tmp_path)
-    try:
-        yield f
-    finally:
-        f.close()
+def fleet(server: Server, tmp_path: Path, spawned: list[DaemonProcess]) -> Fleet:
+    return Fleet(server, tmp_path, spawned)
 
 
 def add(r: redis.Redis, stream: str, body: dict[str, Any]) -> str:

@@ -15,7 +15,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -86,11 +85,6 @@ def add(r: redis.Redis, stream: str, body: dict[str, Any]) -> str:
 
 def group_info(r: redis.Redis, stream: str) -> dict[str, Any]:
     return next(g for g in r.xinfo_groups(stream) if g["name"] == GROUP.encode())
-
-
-def wait_exit(d: DaemonProcess, timeout: float = 20) -> int:
-    wait_for(lambda: d.proc.poll() is not None, timeout, what=f"daemon exit:\n{d.output()}")
-    return d.proc.returncode
 
 
 # --------------------------------------------------------------------------- tests
@@ -170,7 +164,7 @@ def test_metrics_match_redis_while_running(
                       and metric(m, "edged_group_lag", **b) == 0)(scrape(port)),
              timeout=15, what="B's gauges back to 0")
     d.signal(signal.SIGTERM)
-    assert wait_exit(d) == 0, d.output()
+    assert d.wait_exit() == 0, d.output()
 
 
 def test_not_ready_while_redis_is_unreachable(
@@ -201,7 +195,7 @@ def test_not_ready_while_redis_is_unreachable(
         check = run_edged("check", "-c", str(cfg))
         assert check.returncode == 0, check.stderr
         d.signal(signal.SIGTERM)
-        assert wait_exit(d) == 0, d.output()
+        assert d.wait_exit() == 0, d.output()
     finally:
         srv.stop()
 
@@ -217,7 +211,7 @@ def test_taken_http_port_stops_the_daemon_before_it_consumes(
         holder.listen()
         port = holder.getsockname()[1]
         d, _ = start_daemon(spawned, tmp_path, [stream_cfg(stream)], server.url, server.url, port)
-        code = wait_exit(d)
+        code = d.wait_exit()
     assert code != 0
     assert f"cannot listen on 127.0.0.1:{port}" in d.output(), d.output()
     assert r.xinfo_groups(stream) == []
@@ -241,39 +235,3 @@ def test_check_exit_codes_without_a_daemon(tmp_path: Path) -> None:
     bad.write_text("[daemon\n")
     res = run_edged("check", "-c", str(bad))
     assert res.returncode == 78 and "invalid TOML" in res.stderr, res
-
-
-@pytest.mark.anyio
-async def test_liveness_and_readiness_rules(tmp_path: Path) -> None:
-    """The rules behind /healthz, /readyz and the watchdog, on a daemon built but not run (no
-    I/O): a connected reader with free slots and no read for longer than 3 x read-block + 10s
-    is stuck; the same reader is not stuck while Redis is away, while every slot is busy, or
-    while the daemon drains. Not ready until the first read; never ready while draining."""
-    from edged.config import load_config
-    from edged.daemon import Daemon
-    from edged.health import liveness_problems, readiness_problems
-
-    path = write_config(tmp_path / "c.toml", [stream_cfg("s", concurrency=2)],
-                        daemon={"read-block": "1s"})
-    daemon = Daemon.build(load_config(path))
-    s = daemon.streams[0]
-    try:
-        assert readiness_problems(daemon, stopping=False) == ["stream s (edged): Redis unavailable"]
-        s.connected = True
-        assert readiness_problems(daemon, stopping=False) == ["stream s (edged): not reading yet"]
-        s.ready.set()
-        assert readiness_problems(daemon, stopping=False) == []
-        assert readiness_problems(daemon, stopping=True) == ["draining"]
-
-        assert liveness_problems(daemon, stopping=False) == []
-        s.last_progress = time.monotonic() - 14
-        assert "no read completed" in liveness_problems(daemon, stopping=False)[0]
-        assert liveness_problems(daemon, stopping=True) == []
-        s.stats.in_flight = 2
-        assert liveness_problems(daemon, stopping=False) == []
-        s.stats.in_flight = 0
-        s.connected = False
-        assert liveness_problems(daemon, stopping=False) == []
-    finally:
-        assert daemon.client is not None
-        await daemon.client.aclose()

@@ -25,11 +25,11 @@ import pytest
 import redis
 
 from edged import __version__
-from edged import verdicts as ins
+from edged.admin import verdicts as ins
 from edged.config import RedisConfig
-from edged.connection import make_client
+from edged.connect.client import make_client
 from tests.servers import Server
-from tests.support import REPO, DaemonProcess, edged_argv, run_edged, wait_for, write_config
+from tests.support import DaemonProcess, run_edged, wait_for, write_config
 from tests.support import test_env as edged_env
 
 GROUP = "edged"
@@ -350,26 +350,23 @@ def test_status_lists_the_fleet_and_checks_it(fleet: Fleet, r: redis.Redis, tmp_
         r.pexpire(key, 300_000)
 
 
-def test_watch_refreshes_until_ctrl_c(fleet: Fleet, tmp_path: Path) -> None:
+def test_watch_refreshes_until_ctrl_c(
+    fleet: Fleet, tmp_path: Path, spawned: list[DaemonProcess]
+) -> None:
     """`edged groups STREAM --watch 0.3 --json` piped to a file, then SIGINT.
 
     Must hold: one JSON document per refresh; from the second on, the verdict compares with
     the previous refresh (sampled_seconds about 0.3, not the initial --sample); Ctrl-C exits 0."""
     out = tmp_path / "watch.out"
-    with open(out, "wb") as sink:
-        proc = subprocess.Popen(
-            edged_argv("groups", fleet.stalled, "--watch", "0.3", "--json", "--sample", "0s",
-                       "-c", str(fleet.config), "--url", fleet.server.url),
-            stdout=sink, stderr=subprocess.STDOUT, env=edged_env(), cwd=REPO,
-        )
-        try:
-            wait_for(lambda: len(out.read_text().splitlines()) >= 3, what="three refreshes")
-            proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=10) == 0, out.read_text()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    proc = DaemonProcess.command(
+        ["groups", fleet.stalled, "--watch", "0.3", "--json", "--sample", "0s",
+         "-c", str(fleet.config), "--url", fleet.server.url],
+        out, edged_env(),
+    )
+    spawned.append(proc)
+    wait_for(lambda: len(out.read_text().splitlines()) >= 3, what="three refreshes")
+    proc.signal(signal.SIGINT)
+    assert proc.wait_exit(10) == 0, out.read_text()
     docs = [json.loads(line) for line in out.read_text().splitlines()]
     assert docs[0]["groups"][0]["sampled_seconds"] is None
     assert 0.3 <= docs[1]["groups"][0]["sampled_seconds"] < 3
@@ -442,3 +439,18 @@ def test_unreachable_redis_exits_69_and_bad_config_78(tmp_path: Path, stream: st
     bad.write_text("[daemon]\nconsumr = 'x'\n")
     res = run_edged("groups", "-c", str(bad), "--url", DOWN)
     assert res.returncode == 78 and "consumr" in res.stderr
+
+
+def test_stuck_threshold_comes_from_the_daemons_heartbeat(fleet: Fleet, tmp_path: Path) -> None:
+    """The live daemon reads `ok` with claim-idle 2s + claim-interval 200ms and says so in its
+    heartbeat record; an operator whose own config says 60s for that stream still gets the
+    daemon's 2.2s as the STUCK threshold (the operator host's config only fills in for groups no
+    live daemon reads, like `stuck` above)."""
+    other = write_config(tmp_path / "operator.toml", [
+        {"stream": fleet.ok, "handler": "tests.handlers:record", "claim-idle": "60s"},
+    ], daemon={"key-prefix": fleet.prefix})
+    res = run_edged("groups", fleet.ok, "-c", str(other), "--url", fleet.server.url,
+                    "--sample", "0s", "--json")
+    assert res.returncode == 0, res.stderr
+    (g,) = by_stream(json.loads(res.stdout)["groups"]).values()
+    assert g["stuck_after_seconds"] == pytest.approx(2.2)

@@ -7,56 +7,46 @@ from __future__ import annotations
 
 import signal
 import socket
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
 from tests.servers import Server
-from tests.support import DaemonProcess, wait_for, write_config
+from tests.support import DaemonProcess, edged_client, pending_rows, until, wait_for, write_config
 from tests.support import test_env as edged_env
 
 GROUP = "edged"
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    procs: list[DaemonProcess] = []
-    yield procs
-    for p in procs:
-        p.stop()
-
-
 def start(
-    daemons: list[DaemonProcess], server: Server, tmp_path: Path, stream: str, consumer: str,
+    spawned: list[DaemonProcess], server: Server, tmp_path: Path, stream: str, consumer: str,
     *extra: str, prefix: str = "edged:", expiry: str = "1h",
 ) -> DaemonProcess:
     cfg = write_config(
-        tmp_path / f"{consumer}-{len(daemons)}.toml",
+        tmp_path / f"{consumer}-{len(spawned)}.toml",
         [{"stream": stream, "handler": "tests.handlers:record", "claim-idle": "2s",
           "claim-interval": "200ms"}],
         daemon={"consumer": consumer, "heartbeat-interval": "200ms", "key-prefix": prefix,
                 "consumer-expiry": expiry},
     )
     proc = DaemonProcess(
-        cfg, server.url, tmp_path / f"{consumer}-{len(daemons)}.log", *extra,
+        cfg, server.url, tmp_path / f"{consumer}-{len(spawned)}.log", *extra,
         env=edged_env(EDGED_TEST_REDIS=server.url, EDGED_TEST_CONSUMER=consumer),
     )
-    daemons.append(proc)
+    spawned.append(proc)
     return proc
 
 
 def test_heartbeat_record_lives_while_running_and_goes_at_stop(
-    server: Server, r: redis.Redis, stream: str, tmp_path: Path, daemons: list[DaemonProcess]
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path, spawned: list[DaemonProcess]
 ) -> None:
     """A daemon runs, then gets SIGTERM. While it runs, its record under the prefix names its
     host, pid, version and streams and carries a TTL of a few beats; the last-seen hash has it.
     After a clean stop the record is gone at once, the last-seen entry stays."""
     prefix = f"t{uuid.uuid4().hex[:6]}:"
-    d = start(daemons, server, tmp_path, stream, "hb-1", prefix=prefix)
+    d = start(spawned, server, tmp_path, stream, "hb-1", prefix=prefix)
     d.wait_ready()
     key = f"{prefix}daemon:hb-1"
     record = wait_for(lambda: r.hgetall(key), what="heartbeat record")
@@ -69,28 +59,28 @@ def test_heartbeat_record_lives_while_running_and_goes_at_stop(
     first_beat = float(record[b"beat"])
     wait_for(lambda: float(r.hget(key, "beat") or 0) > first_beat, what="a later beat")
     d.signal(signal.SIGTERM)
-    assert d.wait() == 0
+    assert d.wait_exit(30) == 0
     assert not r.exists(key)
     assert r.hget(f"{prefix}seen", "hb-1") is not None
 
 
 def test_second_daemon_with_a_live_name_is_refused_unless_takeover(
-    server: Server, r: redis.Redis, stream: str, tmp_path: Path, daemons: list[DaemonProcess]
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path, spawned: list[DaemonProcess]
 ) -> None:
     """A daemon holds consumer name "twin"; a second daemon with the same name exits 1 at
     once with a message naming the holder's host and pid and --takeover, having consumed
     nothing. A third with --takeover gets the name; the first notices on its next beat,
     stops, and exits 1 saying it was taken over."""
-    first = start(daemons, server, tmp_path, stream, "twin")
+    first = start(spawned, server, tmp_path, stream, "twin")
     first.wait_ready()
-    second = start(daemons, server, tmp_path, stream, "twin")
-    assert second.wait(timeout=30) == 1
+    second = start(spawned, server, tmp_path, stream, "twin")
+    assert second.wait_exit(30) == 1
     out = second.output()
     assert "held by a live daemon" in out and f"pid {first.pid}" in out and "--takeover" in out
     assert "ready:" not in out
-    third = start(daemons, server, tmp_path, stream, "twin", "--takeover")
+    third = start(spawned, server, tmp_path, stream, "twin", "--takeover")
     third.wait_ready()
-    assert first.wait(timeout=30) == 1
+    assert first.wait_exit(30) == 1
     assert "taken over" in first.output()
     assert int(r.hget("edged:daemon:twin", "pid") or 0) == third.pid
     r.xadd(stream, {"payload": b"{}"})
@@ -98,7 +88,7 @@ def test_second_daemon_with_a_live_name_is_refused_unless_takeover(
 
 
 def test_dead_consumer_cleanup_never_drops_pending_entries(
-    server: Server, r: redis.Redis, stream: str, tmp_path: Path, daemons: list[DaemonProcess]
+    server: Server, r: redis.Redis, stream: str, tmp_path: Path, spawned: list[DaemonProcess]
 ) -> None:
     """Besides the live daemon, "ghost-empty" (never beats, owns nothing) and "ghost-owner"
     (never beats, owns one entry) are in the group. With consumer-expiry 1s, ghost-empty is
@@ -110,7 +100,7 @@ def test_dead_consumer_cleanup_never_drops_pending_entries(
     entry = r.xadd(stream, {"payload": b"{}"}).decode()
     r.xreadgroup(GROUP, "ghost-owner", {stream: ">"})
     assert r.xpending(stream, GROUP)["pending"] == 1
-    d = start(daemons, server, tmp_path, stream, "live-one", expiry="1s")
+    d = start(spawned, server, tmp_path, stream, "live-one", expiry="1s")
     d.wait_ready()
 
     def names() -> set[str]:
@@ -126,24 +116,57 @@ def test_dead_consumer_cleanup_never_drops_pending_entries(
     assert "removed dead consumer ghost-empty" in d.output()
 
 
-def test_cleanup_keeps_a_consumer_whose_entries_cannot_be_reclaimed_yet(
-    server: Server, r: redis.Redis, stream: str, tmp_path: Path, daemons: list[DaemonProcess]
+@pytest.mark.anyio
+async def test_cleanup_pass_deletes_only_dead_consumers_that_own_nothing(
+    server: Server, r: redis.Redis, stream: str
 ) -> None:
-    """A dead consumer "holder" owns an entry whose idle time is kept below claim-idle by the
-    test (XCLAIM to itself, as a lease would); with consumer-expiry 1s the live daemon's
-    cleanup runs several times meanwhile. "holder" must stay in the group with its entry
-    pending: deleting it would drop the entry for good."""
+    """One cleanup pass (edged.daemon.cleanup.remove_dead_consumers, run in-process with a
+    500 ms consumer-expiry) over a group whose consumers are all idle past the expiry:
+    "ghost" (no heartbeat record, never seen, owns nothing), "holder" (no heartbeat, owns one
+    entry: its entry could not be reclaimed yet), "beating" (owns nothing, but its heartbeat
+    record exists), "recent" (owns nothing, its record expired but the last-seen hash has it
+    within the expiry) and "me" (the consumer running the pass).
+
+    Must hold: the pass returns ["ghost"] and XINFO CONSUMERS no longer lists it (the delete
+    script ran: a no-op cleanup fails here); every other consumer stays, and "holder" still
+    owns its entry with its delivery count unchanged. Asked directly, the script itself also
+    refuses "holder" ('pending'), whatever the pass's own filter did."""
+    from edged.daemon.cleanup import remove_dead_consumers
+    from edged.keys import daemon_key, seen_key
+    from edged.scripts import Scripts
+
+    prefix = f"t{uuid.uuid4().hex[:6]}:"
+    expiry_ms = 500
     r.xgroup_create(stream, GROUP, id="0", mkstream=True)
+    for name in ("ghost", "beating", "recent", "me"):
+        r.xgroup_createconsumer(stream, GROUP, name)
     entry = r.xadd(stream, {"payload": b"{}"}).decode()
     r.xreadgroup(GROUP, "holder", {stream: ">"})
-    d = start(daemons, server, tmp_path, stream, "live-two", expiry="1s")
-    d.wait_ready()
-    deadline = time.monotonic() + 3  # several cleanup passes (every 0.5 s)
-    while time.monotonic() < deadline:
-        # Pacing the test's own lease renewals, not waiting for a condition.
-        r.xclaim(stream, GROUP, "holder", 0, [entry], justid=True)
-        time.sleep(0.25)
-    names = {c["name"].decode() for c in r.xinfo_consumers(stream, GROUP)}
-    assert "holder" in names
-    rows = r.xpending_range(stream, GROUP, "-", "+", 10)
-    assert [(x["message_id"].decode(), x["consumer"].decode()) for x in rows] == [(entry, "holder")]
+    r.hset(daemon_key(prefix, "beating"), mapping={"consumer": "beating"})
+    r.pexpire(daemon_key(prefix, "beating"), 60_000)
+
+    def idle() -> dict[str, int]:
+        return {c["name"].decode(): int(c["idle"]) for c in r.xinfo_consumers(stream, GROUP)}
+
+    await until(lambda: len(idle()) == 5 and min(idle().values()) > expiry_ms,
+                what=lambda: f"every consumer idle past {expiry_ms} ms: {idle()}")
+    # Seen just now by the server's clock (TIME), as a heartbeat would have recorded it.
+    now_s, now_us = r.time()
+    r.hset(seen_key(prefix), "recent", now_s * 1000 + now_us // 1000)
+
+    client = edged_client(server.url)
+    try:
+        scripts = Scripts(client)
+        removed = await remove_dead_consumers(client, scripts, prefix, stream, GROUP, "me",
+                                              expiry_ms)
+        holder_verdict = await scripts.delete_consumer(
+            stream, GROUP, "holder", daemon_key(prefix, "holder"), seen_key(prefix), expiry_ms)
+    finally:
+        await client.aclose()
+        r.delete(daemon_key(prefix, "beating"), seen_key(prefix))
+
+    assert removed == ["ghost"]
+    assert set(idle()) == {"holder", "beating", "recent", "me"}
+    assert holder_verdict == "pending"
+    assert [(row["id"], row["consumer"], row["deliveries"])
+            for row in pending_rows(r, stream)] == [(entry, "holder", 1)]

@@ -171,7 +171,7 @@ def tls_cluster(tmp_path: Path) -> Iterator[TLSSentinelCluster]:
 
 def test_sentinels_and_primary_over_tls_with_a_failover(
     tls_cluster: TLSSentinelCluster, server: Server, r: redis.Redis, stream: str,
-    tmp_path: Path,
+    tmp_path: Path, spawned: list[DaemonProcess],
 ) -> None:
     """The daemon finds the primary through the sentinels' TLS ports ([redis.sentinel] tls:
     test CA and client certificate) and talks to it with TLS ([redis.tls]); `edged publish`
@@ -193,35 +193,34 @@ def test_sentinels_and_primary_over_tls_with_a_failover(
         f"tls = {_tls_table(certs)}\n" + cfg.read_text())
     env = edged_env(EDGED_TEST_REDIS=server.url, EDGED_TEST_CONSUMER="tls-s1")
     daemon = DaemonProcess(cfg, None, tmp_path / "daemon.log", env=env)
-    try:
-        daemon.wait_ready(DEADLINE)
-        first = run_edged("publish", stream, '{"n": 1}', "-c", str(cfg), env=env)
-        assert first.returncode == 0, first.stderr
-        first_id = first.stdout.strip()
-        wait_for(lambda: first_id in _handled(r, stream), DEADLINE,
-                 what=f"the first entry handled; daemon output:\n{daemon.output()}")
+    spawned.append(daemon)
+    daemon.wait_ready(DEADLINE)
+    first = run_edged("publish", stream, '{"n": 1}', "-c", str(cfg), env=env)
+    assert first.returncode == 0, first.stderr
+    first_id = first.stdout.strip()
+    wait_for(lambda: first_id in _handled(r, stream), DEADLINE,
+             what=lambda: f"the first entry handled; daemon output:\n{daemon.output()}")
 
-        old_port = c.healthy()
-        assert old_port is not None
-        c.node(old_port).server.kill()  # SIGKILL, by pid
-        wait_for(lambda: (p := c.healthy_primary()) is not None and p != old_port, DEADLINE,
-                 what=f"failover away from {old_port}: {c.views()}")
+    old_port = c.healthy()
+    assert old_port is not None
+    c.node(old_port).server.kill()  # SIGKILL, by pid
+    wait_for(lambda: (p := c.healthy_primary()) is not None and p != old_port, DEADLINE,
+             what=lambda: f"failover away from {old_port}: {c.views()}")
 
-        def publish_after() -> str | None:
-            res = run_edged("publish", stream, '{"n": 2}', "-c", str(cfg), env=env)
-            return res.stdout.strip() if res.returncode == 0 else None
+    def publish_after() -> str | None:
+        res = run_edged("publish", stream, '{"n": 2}', "-c", str(cfg), env=env)
+        return res.stdout.strip() if res.returncode == 0 else None
 
-        second_id = wait_for(publish_after, DEADLINE, interval=0.5,
-                             what="a publish through the sentinels after the failover")
-        wait_for(lambda: second_id in _handled(r, stream), DEADLINE,
-                 what=f"the entry handled after the failover; output:\n{daemon.output()}")
-        assert daemon.proc.poll() is None, daemon.output()
-        new = c.node(c.healthy_primary() or 0).server
-        with new.client() as admin:
-            wait_for(lambda: admin.xpending(stream, "edged")["pending"] == 0, DEADLINE,
-                     what="nothing pending on the new primary")
-    finally:
-        daemon.stop()
+    second_id = wait_for(publish_after, DEADLINE, interval=0.5,
+                         what="a publish through the sentinels after the failover")
+    wait_for(lambda: second_id in _handled(r, stream), DEADLINE,
+             what=lambda: f"the entry handled after the failover; output:\n{daemon.output()}")
+    assert daemon.proc.poll() is None, daemon.output()
+    new = c.node(c.healthy_primary() or 0).server
+    with new.client() as admin:
+        wait_for(lambda: admin.xpending(stream, "edged")["pending"] == 0, DEADLINE,
+                 what="nothing pending on the new primary")
+    daemon.stop()
 
 
 # --------------------------------------------------------------------------- ACL
@@ -244,7 +243,7 @@ def acl_cluster(tmp_path: Path) -> Iterator[tuple[SentinelCluster, str]]:
 
 def test_daemon_talks_to_sentinels_as_the_documented_acl_user(
     acl_cluster: tuple[SentinelCluster, str], server: Server, r: redis.Redis, stream: str,
-    tmp_path: Path,
+    tmp_path: Path, spawned: list[DaemonProcess],
 ) -> None:
     """The sentinels have a user `edged-sentinel` with exactly edged.acl.SENTINEL and only the
     `+switch-master` channel; the daemon logs in to them as that user, password from a file
@@ -265,18 +264,17 @@ def test_daemon_talks_to_sentinels_as_the_documented_acl_user(
         1))
     env = edged_env(EDGED_TEST_REDIS=server.url, EDGED_TEST_CONSUMER="acl-s1")
     daemon = DaemonProcess(cfg, None, tmp_path / "daemon.log", env=env)
-    try:
-        daemon.wait_ready(DEADLINE)
-        res = run_edged("publish", stream, '{"acl": "sentinel"}', "-c", str(cfg), env=env)
-        assert res.returncode == 0, res.stderr
-        entry_id = res.stdout.strip()
-        wait_for(lambda: entry_id in _handled(r, stream), DEADLINE,
-                 what=f"the entry handled; daemon output:\n{daemon.output()}")
-        # the subscription to +switch-master is made by then or soon after
-        wait_for(lambda: any(_subscribed(s) for s in c.sentinels), DEADLINE,
-                 what="the daemon subscribed to +switch-master on a sentinel")
-    finally:
-        daemon.stop()
+    spawned.append(daemon)
+    daemon.wait_ready(DEADLINE)
+    res = run_edged("publish", stream, '{"acl": "sentinel"}', "-c", str(cfg), env=env)
+    assert res.returncode == 0, res.stderr
+    entry_id = res.stdout.strip()
+    wait_for(lambda: entry_id in _handled(r, stream), DEADLINE,
+             what=lambda: f"the entry handled; daemon output:\n{daemon.output()}")
+    # the subscription to +switch-master is made by then or soon after
+    wait_for(lambda: any(_subscribed(s) for s in c.sentinels), DEADLINE,
+             what="the daemon subscribed to +switch-master on a sentinel")
+    daemon.stop()
     for s in c.sentinels:
         with s.client() as admin:
             assert denials(admin, SENTINEL_USER) == [], f"sentinel {s.port}"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from edged.systemd import notify
+from edged.daemon.systemd import notify
 from tests.servers import Server, free_port
 from tests.support import DaemonProcess, wait_for, write_config
 from tests.support import test_env as edged_env
@@ -124,7 +124,7 @@ def test_notify_ready_status_watchdog_and_stopping(
 
         d.signal(signal.SIGTERM)
         wait_for(lambda: "STOPPING=1" in ns.lines(), what="STOPPING=1")
-        assert d.wait(20) == 0, d.output()
+        assert d.wait_exit(20) == 0, d.output()
     finally:
         srv.stop()
     out = d.output().splitlines()
@@ -144,14 +144,14 @@ def test_json_log_lines(
     r.xadd(stream, {"payload": json.dumps({"n": 1})})
     wait_for(lambda: r.llen(f"{stream}:handled") == 1, what="entry handled")
     d.signal(signal.SIGTERM)
-    assert d.wait(20) == 0, d.output()
+    assert d.wait_exit(20) == 0, d.output()
     docs = [json.loads(line) for line in d.output().splitlines()]
     for doc in docs:
         assert {"ts", "level", "logger", "msg"} <= doc.keys(), doc
         assert doc["level"] in ("debug", "info", "warning", "error", "critical")
     msgs = [doc["msg"] for doc in docs]
     assert any(m.startswith("ready: consumer") for m in msgs), msgs
-    assert any(m.startswith("stopped; 1 entries processed") for m in msgs), msgs
+    assert any(m.startswith("stopped: 1 handled (1 acked") for m in msgs), msgs
 
 
 def test_notify_in_process(monkeypatch: pytest.MonkeyPatch) -> None:

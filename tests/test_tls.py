@@ -43,7 +43,7 @@ def tls_config(path: Path, stream: str, port: int, ca: Path, cert: Path | None) 
 
 
 def test_daemon_and_publish_over_tls_with_a_client_certificate(
-    tls_server: tuple[Server, Certs, int], stream: str, tmp_path: Path
+    tls_server: tuple[Server, Certs, int], stream: str, tmp_path: Path, spawned: list[DaemonProcess]
 ) -> None:
     """The daemon and `edged publish` both talk to the TLS port only (rediss://, the test CA,
     a client certificate). An entry published over TLS is handled over TLS; the server saw
@@ -52,19 +52,18 @@ def test_daemon_and_publish_over_tls_with_a_client_certificate(
     cfg = tls_config(tmp_path / "tls.toml", stream, port, certs.ca, certs.client_cert)
     env = edged_env(EDGED_TEST_REDIS=srv.url, EDGED_TEST_CONSUMER="tls-1")
     daemon = DaemonProcess(cfg, None, tmp_path / "daemon.log", env=env)
-    try:
-        daemon.wait_ready()
-        res = run_edged("publish", stream, '{"over": "tls"}', "-c", str(cfg), env=env)
-        assert res.returncode == 0, res.stderr
-        entry_id = res.stdout.strip()
-        r = redis.Redis.from_url(srv.url)
-        wait_for(lambda: r.llen(f"{stream}:handled") == 1, what="the entry handled over TLS")
-        assert r.lindex(f"{stream}:handled", 0).decode().startswith(entry_id)
-        # The handler records before it returns; the ack follows it.
-        wait_for(lambda: r.xpending(stream, "edged")["pending"] == 0, what="the entry acked")
-        assert f"rediss://127.0.0.1:{port}" in daemon.output()
-    finally:
-        daemon.stop()
+    spawned.append(daemon)
+    daemon.wait_ready()
+    res = run_edged("publish", stream, '{"over": "tls"}', "-c", str(cfg), env=env)
+    assert res.returncode == 0, res.stderr
+    entry_id = res.stdout.strip()
+    r = redis.Redis.from_url(srv.url)
+    wait_for(lambda: r.llen(f"{stream}:handled") == 1, what="the entry handled over TLS")
+    assert r.lindex(f"{stream}:handled", 0).decode().startswith(entry_id)
+    # The handler records before it returns; the ack follows it.
+    wait_for(lambda: r.xpending(stream, "edged")["pending"] == 0, what="the entry acked")
+    assert f"rediss://127.0.0.1:{port}" in daemon.output()
+    daemon.stop()
 
 
 def test_verification_is_on_by_default(

@@ -3,7 +3,8 @@
 -- re-published) nor left behind after a successful re-publish.
 -- KEYS[1] dead-letter stream; KEYS[2] original stream (the client read it from edged-stream,
 -- and it must be a declared key); ARGV[1] dead entry id (full ms-seq);
--- ARGV[2..] names of the metadata fields edged added, stripped before the re-publish.
+-- ARGV[2] name of the field that names the original stream;
+-- ARGV[3..] names of the metadata fields edged added, stripped before the re-publish.
 -- Returns the new id, or false when the entry is not (or no longer) in the dead-letter stream.
 local dead, origin, dead_id = KEYS[1], KEYS[2], ARGV[1]
 local rows = redis.call('XRANGE', dead, dead_id, dead_id)
@@ -11,12 +12,12 @@ if #rows == 0 then
   return false
 end
 local strip = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   strip[ARGV[i]] = true
 end
 local kv, fields, from = rows[1][2], {}, nil
 for i = 1, #kv, 2 do
-  if kv[i] == 'edged-stream' then
+  if kv[i] == ARGV[2] then
     from = kv[i + 1]
   end
   if not strip[kv[i]] then

@@ -1,0 +1,319 @@
+"""Dead-letter streams: list, show, replay and purge the entries edged moved there.
+
+A dead-letter entry is the original entry's fields plus the metadata that the consumer added
+(``edged-reason``, ``edged-stream``, ``edged-group``, ``edged-id``, ``edged-consumer``,
+``edged-failed-at``, ``edged-deliveries``; see consumer.py and lua/dead_letter.lua). Replay
+strips exactly those names and re-publishes the rest, byte for byte, to the original stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from edged.config import Config
+from edged.errors import EdgedError, UsageError
+from edged.ids import id_ms, is_full_id, is_range_id
+from edged.keys import (
+    DEAD_CONSUMER,
+    DEAD_DELIVERIES,
+    DEAD_FAILED_AT,
+    DEAD_GROUP,
+    DEAD_ID,
+    DEAD_METADATA_FIELDS,
+    DEAD_REASON,
+    DEAD_STREAM,
+    default_dead_letter,
+)
+from edged.lua import source
+from edged.replies import text
+
+PAGE = 500  # entries read per XRANGE while replaying everything
+
+class DeadEntryMissing(EdgedError):
+    """An id asked for is not in the dead-letter stream."""
+
+
+class Base64(msgspec.Struct, frozen=True):
+    """A field value that is not UTF-8 text, as ``{"base64": "..."}`` in JSON."""
+
+    base64: str
+
+
+FieldValue = str | Base64
+
+
+class DeadEntry(msgspec.Struct, frozen=True):
+    """One dead-letter entry. Metadata is None where the entry lacks it (not written by edged)."""
+
+    dead_id: str
+    stream: str | None
+    group: str | None
+    original_id: str | None
+    reason: str | None
+    deliveries: int | None
+    consumer: str | None
+    failed_at: str | None
+    age_seconds: float | None
+    """Since ``failed_at`` (or, without it, since the dead id's time), by this host's clock."""
+    fields: dict[str, FieldValue]
+    """The original entry's fields: text where UTF-8, else ``{"base64": ...}``."""
+
+
+class DeadPage(msgspec.Struct, frozen=True):
+    """One page of a dead-letter stream, oldest first."""
+
+    dead_letter: str
+    length: int
+    """Entries in the whole dead-letter stream."""
+    entries: list[DeadEntry]
+    next_after: str | None
+    """Give this as ``--after`` for the next page; None on the last page."""
+
+
+class Replayed(msgspec.Struct, frozen=True):
+    dead_id: str
+    stream: str
+    new_id: str
+
+
+class Failure(msgspec.Struct, frozen=True):
+    dead_id: str
+    error: str
+
+
+class ReplayResult(msgspec.Struct, frozen=True):
+    dead_letter: str
+    replayed: list[Replayed]
+    failed: list[Failure]
+
+
+class PurgeResult(msgspec.Struct, frozen=True):
+    dead_letter: str
+    deleted: int
+    missing: list[str]
+    """``--id`` values that were not in the dead-letter stream."""
+
+
+# --------------------------------------------------------------------------- names and ids
+
+
+def dead_letter_stream(cfg: Config, stream: str, override: str | None = None) -> str:
+    """``override``, else the dead-letter setting of ``stream`` in the config, else ``<stream>:dead``.
+
+    A stream read by several groups with different dead-letter streams is ambiguous: the caller
+    must name one.
+    """
+    if override:
+        return override
+    names = sorted({s.dead_letter_stream for s in cfg.streams if s.stream == stream})
+    if len(names) > 1:
+        raise UsageError(
+            f"stream {stream!r} has several dead-letter streams in the config "
+            f"({', '.join(names)}): choose one with --dead-letter"
+        )
+    return names[0] if names else default_dead_letter(stream)
+
+
+def check_entry_id(text: str, option: str) -> str:
+    """A full stream id (``ms-seq``), as ``show``, ``replay --id`` and ``purge --id`` need."""
+    if not is_full_id(text):
+        raise UsageError(f"{option} {text!r}: not a stream entry id (like 1712345678901-0)")
+    return text
+
+
+def check_range_id(text: str, option: str) -> str:
+    """A stream id or its millisecond part alone, as ``--after`` and ``--before`` take."""
+    if not is_range_id(text):
+        raise UsageError(f"{option} {text!r}: not a stream id (like 1712345678901-0 or 1712345678901)")
+    return text
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _value(value: bytes) -> FieldValue:
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return Base64(base64.b64encode(value).decode("ascii"))
+
+
+def _age(failed_at: str | None, dead_id: str, now: float) -> float | None:
+    if failed_at is not None:
+        try:
+            when = datetime.fromisoformat(failed_at)
+        except ValueError:
+            when = None
+        if when is not None and when.tzinfo is not None:
+            return max(now - when.timestamp(), 0.0)
+    # The dead id's time part is when Redis took the entry (by the server's clock).
+    return max(now - id_ms(dead_id) / 1000, 0.0)
+
+
+def decode_entry(dead_id: str, raw: dict[bytes, bytes], now: float | None = None) -> DeadEntry:
+    """One dead-letter entry (fields as redis-py returns them, bytes) → DeadEntry."""
+    meta: dict[str, str] = {}
+    fields: dict[str, FieldValue] = {}
+    for k, v in raw.items():
+        name = k.decode("utf-8", errors="backslashreplace")
+        if name in DEAD_METADATA_FIELDS:
+            meta[name] = text(v)
+        else:
+            fields[name] = _value(v)
+    deliveries_text = meta.get(DEAD_DELIVERIES)
+    deliveries = int(deliveries_text) if deliveries_text and deliveries_text.isdigit() else None
+    failed_at = meta.get(DEAD_FAILED_AT)
+    return DeadEntry(
+        dead_id=dead_id,
+        stream=meta.get(DEAD_STREAM),
+        group=meta.get(DEAD_GROUP),
+        original_id=meta.get(DEAD_ID),
+        reason=meta.get(DEAD_REASON),
+        deliveries=deliveries,
+        consumer=meta.get(DEAD_CONSUMER),
+        failed_at=failed_at,
+        age_seconds=_age(failed_at, dead_id, time.time() if now is None else now),
+        fields=fields,
+    )
+
+
+Row = tuple[str, dict[bytes, bytes]]
+
+
+def _rows(reply: Any) -> list[Row]:
+    """redis-py's XRANGE reply (its stubs allow None everywhere) as (id, fields) pairs."""
+    return [(text(eid), raw or {}) for eid, raw in reply or []]
+
+
+async def _xrange(client: Redis, key: str, start: str, end: str, count: int) -> list[Row]:
+    return _rows(await client.xrange(key, min=start, max=end, count=count))
+
+
+# --------------------------------------------------------------------------- queries
+
+
+async def list_dead(client: Redis, dead_letter: str, count: int = 50, after: str | None = None) -> DeadPage:
+    """Up to ``count`` entries, oldest first, after the id ``after`` (exclusive) if given."""
+    start = f"({after}" if after is not None else "-"
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.xlen(dead_letter)
+        pipe.xrange(dead_letter, min=start, max="+", count=count + 1)
+        length, reply = await pipe.execute()
+    rows = _rows(reply)
+    now = time.time()
+    entries = [decode_entry(eid, raw, now) for eid, raw in rows[:count]]
+    more = len(rows) > count
+    return DeadPage(
+        dead_letter=dead_letter,
+        length=int(length),
+        entries=entries,
+        next_after=entries[-1].dead_id if more and entries else None,
+    )
+
+
+async def show_dead(client: Redis, dead_letter: str, dead_id: str) -> DeadEntry:
+    """The one entry ``dead_id``; DeadEntryMissing if it is not there."""
+    rows = await _xrange(client, dead_letter, dead_id, dead_id, 1)
+    if not rows:
+        raise DeadEntryMissing(f"{dead_id}: not in dead-letter stream {dead_letter!r}")
+    eid, raw = rows[0]
+    return decode_entry(eid, raw)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+class ReplayScript:
+    """lua/dlq_replay.lua on one client: re-publish one entry and delete it, atomically."""
+
+    def __init__(self, client: Redis) -> None:
+        self._script = client.register_script(source("dlq_replay"))
+
+    async def __call__(self, dead_letter: str, stream: bytes, dead_id: str) -> str | None:
+        """The new id in ``stream``, or None if ``dead_id`` is no longer in ``dead_letter``."""
+        result = await self._script(
+            keys=[dead_letter, stream], args=[dead_id, DEAD_STREAM, *DEAD_METADATA_FIELDS]
+        )
+        return None if result is None else text(result)
+
+
+async def _all_ids(client: Redis, dead_letter: str) -> list[str]:
+    """Every id present now; entries dead-lettered while we replay wait for the next run."""
+    last = await client.xrevrange(dead_letter, count=1)
+    if not last:
+        return []
+    end = text(last[0][0])
+    ids: list[str] = []
+    start = "-"
+    while True:
+        rows = await _xrange(client, dead_letter, start, end, PAGE)
+        ids += [eid for eid, _ in rows]
+        if len(rows) < PAGE:
+            return ids
+        start = f"({ids[-1]}"
+
+
+async def replay(client: Redis, dead_letter: str, ids: list[str] | None = None) -> ReplayResult:
+    """Re-publish entries (``ids``, or all when None) to their original streams, original fields
+    only; each is deleted from ``dead_letter`` in the same script, only if its XADD succeeded.
+
+    Entries that cannot be replayed (not there, no ``edged-stream``, refused) are reported in
+    ``failed`` and left as they are; the others are still replayed.
+    """
+    script = ReplayScript(client)
+    replayed: list[Replayed] = []
+    failed: list[Failure] = []
+    todo = await _all_ids(client, dead_letter) if ids is None else list(dict.fromkeys(ids))
+    for dead_id in todo:
+        rows = await _xrange(client, dead_letter, dead_id, dead_id, 1)
+        if not rows:
+            failed.append(Failure(dead_id, f"not in dead-letter stream {dead_letter!r}"))
+            continue
+        origin = rows[0][1].get(DEAD_STREAM.encode())
+        if origin is None:
+            failed.append(Failure(
+                dead_id, f"has no {DEAD_STREAM} field: edged does not know where it came from"
+            ))
+            continue
+        stream = origin.decode("utf-8", errors="replace")  # for the report; the key stays bytes
+        try:
+            new_id = await script(dead_letter, origin, dead_id)
+        except ResponseError as exc:  # the script's own refusals, or WRONGTYPE, OOM, NOPERM...
+            failed.append(Failure(dead_id, f"not replayed: {exc}"))
+            continue
+        if new_id is None:  # deleted between our read and the script (another replay or purge)
+            failed.append(Failure(dead_id, f"not in dead-letter stream {dead_letter!r}"))
+            continue
+        replayed.append(Replayed(dead_id=dead_id, stream=stream, new_id=new_id))
+    return ReplayResult(dead_letter=dead_letter, replayed=replayed, failed=failed)
+
+
+async def purge(
+    client: Redis, dead_letter: str, ids: list[str] | None = None, before: str | None = None
+) -> PurgeResult:
+    """Delete ``ids``, or the entries older than ``before`` (exclusive), or all entries.
+
+    The stream key itself stays (with any groups someone created on it).
+    """
+    if ids is not None and before is not None:
+        raise UsageError("give --id or --before, not both")
+    if ids is not None:
+        unique = list(dict.fromkeys(ids))
+        async with client.pipeline(transaction=False) as pipe:
+            for dead_id in unique:
+                pipe.xdel(dead_letter, dead_id)
+            counts = await pipe.execute()
+        missing = [dead_id for dead_id, n in zip(unique, counts, strict=True) if not n]
+        return PurgeResult(dead_letter=dead_letter, deleted=sum(counts), missing=missing)
+    if before is not None:
+        deleted = await client.xtrim(dead_letter, minid=before, approximate=False)
+    else:
+        deleted = await client.xtrim(dead_letter, maxlen=0, approximate=False)
+    return PurgeResult(dead_letter=dead_letter, deleted=int(deleted), missing=[])

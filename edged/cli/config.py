@@ -1,0 +1,42 @@
+"""``edged config validate|show|reference``: check, print and document the configuration."""
+
+from __future__ import annotations
+
+import msgspec
+import typer
+
+from edged.cli.options import ConfigOpt, config_path, exits
+from edged.cli.start import check_handlers
+from edged.config import DEFAULT_CONFIG_PATH, Config, load_config
+from edged.errors import ConfigError
+
+config_app = typer.Typer(help="Check, print or document the configuration.", no_args_is_help=True)
+
+
+@config_app.command("validate")
+@exits
+def config_validate(config: ConfigOpt = None) -> None:
+    """Exit 0 if the config is usable (handlers importable), 78 with the reason if not."""
+    path = config_path(config)
+    if path is None:
+        raise ConfigError(f"no config file: give -c FILE or create {DEFAULT_CONFIG_PATH}")
+    cfg = load_config(path)
+    check_handlers(cfg)
+    typer.echo(f"{path}: ok, {len(cfg.streams)} stream(s)")
+
+
+@config_app.command("show")
+@exits
+def config_show(config: ConfigOpt = None) -> None:
+    """Print the effective config with defaults filled in, as JSON; secrets are never shown."""
+    path = config_path(config)
+    cfg = load_config(path) if path is not None else Config()
+    typer.echo(msgspec.json.format(msgspec.json.encode(cfg.redacted()), indent=2).decode())
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference (Markdown), generated from the config's own docs."""
+    from edged.config_reference import render_markdown
+
+    typer.echo(render_markdown(), nl=False)

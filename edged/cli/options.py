@@ -1,0 +1,106 @@
+"""What every CLI command shares: connection options, config lookup, errors to exit codes."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import anyio
+import typer
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from edged.config import DEFAULT_CONFIG_PATH, Config, load_config
+from edged.connect.client import describe_target, make_client
+from edged.connect.transient import TRANSIENT_ERRORS
+from edged.errors import EdgedError, RedisUnavailable
+from edged.state import read_record
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c",
+        help="Config file [default: $EDGED_CONFIG, then /etc/edged/edged.toml].",
+        show_default=False,
+    ),
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--url", help="Redis URL overriding the config [env: EDGED_REDIS_URL]. "
+        "Put no password here: argv is visible to every user; use password-file.",
+        show_default=False,
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+StreamArg = Annotated[str, typer.Argument(help="The stream.")]
+GroupOpt = Annotated[str, typer.Option("--group", "-g", help="Consumer group.")]
+IdsArg = Annotated[list[str], typer.Argument(help="Entry ids (like 1712345678901-0).")]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def exits(fn: F) -> F:
+    """Turn edged's domain errors into one line on stderr and their exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except EdgedError as exc:
+            typer.echo(f"edged: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def config_path(explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        return explicit
+    env = os.environ.get("EDGED_CONFIG")
+    if env:
+        return Path(env)
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def resolve_connection(config: Path | None, url: str | None) -> tuple[Config, str | None]:
+    """The config to use and the URL override: --url, $EDGED_REDIS_URL, else the embedded one."""
+    path = config_path(config)
+    cfg = load_config(path) if path is not None else Config()
+    url = url or os.environ.get("EDGED_REDIS_URL")
+    if url is None and path is None:
+        record = read_record()
+        if record is not None:
+            url = record.url
+    return cfg, url
+
+
+@asynccontextmanager
+async def redis_client(cfg: Config, url: str | None) -> AsyncIterator[Redis]:
+    """A client for one command; Redis errors become one clear line and the right exit code."""
+    client = make_client(cfg.redis, url=url)
+    try:
+        yield client
+    except TRANSIENT_ERRORS as exc:
+        raise RedisUnavailable(f"Redis at {describe_target(cfg.redis, url)} unavailable: {exc}") from None
+    except RedisError as exc:  # WRONGTYPE, NOPERM, READONLY, OOM...
+        raise EdgedError(f"Redis refused: {exc}") from None
+    finally:
+        await client.aclose()
+
+
+def run_once(config: Path | None, url: str | None,
+             action: Callable[[Redis, Config], Awaitable[T]]) -> T:
+    """Resolve the connection, then run ``action`` on one client; Redis errors → exit codes."""
+    cfg, resolved_url = resolve_connection(config, url)
+
+    async def go() -> T:
+        async with redis_client(cfg, resolved_url) as client:
+            return await action(client, cfg)
+
+    return anyio.run(go)

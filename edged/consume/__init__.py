@@ -1,0 +1,1 @@
+"""Consuming one stream through one consumer group: read, run, ack, reclaim, lease, hand back."""

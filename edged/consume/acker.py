@@ -1,0 +1,149 @@
+"""Batched, fenced acks for one stream.
+
+Workers append finished ids. Usually the reader carries them: its next XREADGROUP goes out in
+one pipeline behind a fenced ack of everything finished so far, so acking costs no round trip
+of its own and Redis sees the ack before it hands out more entries. When the reader is parked
+in a blocking read (an idle stream), the acker sends them itself after a couple of
+milliseconds. Slots go back to the reader only once the ack is done, so no consumer ever holds
+more than `concurrency` delivered-and-unacked entries of its own making.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import anyio
+from redis.exceptions import RedisError
+
+from edged.backoff import Backoff
+from edged.consume.stats import StreamStats
+from edged.scripts import Scripts
+
+log = logging.getLogger("edged.ack")
+
+MAX_ACK_BATCH = 2000
+# How long finished ids may wait for the reader to carry them before the acker sends them.
+CARRY_WAIT = 0.002
+
+
+class Acker:
+    def __init__(
+        self,
+        scripts: Scripts,
+        stream: str,
+        group: str,
+        consumer: str,
+        stats: StreamStats,
+        on_done: Callable[[list[str]], None],
+        others: int,
+    ) -> None:
+        self._scripts = scripts
+        self._stream = stream
+        self._group = group
+        self._consumer = consumer
+        self._stats = stats
+        self._on_done = on_done
+        self._others = others  # bound on this consumer's other pending entries (concurrency)
+        self._ids: list[str] = []  # finished; the reader or the acker may send them
+        self._retry: list[str] = []  # an ack of these failed: only the acker sends them again
+        self._ready = anyio.Event()
+        self._signalled = False  # mirrors _ready.is_set() without a call per entry
+        self._closing = False
+        self.wake_reader: Callable[[], None] = lambda: None
+
+    @property
+    def pending(self) -> int:
+        return len(self._ids)
+
+    def add(self, entry_id: str) -> None:
+        self._ids.append(entry_id)
+        if not self._signalled:
+            self._signalled = True
+            self._ready.set()
+        self.wake_reader()
+
+    def take(self, limit: int = MAX_ACK_BATCH) -> list[str]:
+        """Hand finished ids to the reader, which acks them in its next pipeline."""
+        ids = self._ids[:limit]
+        del self._ids[:limit]
+        return ids
+
+    def put_back(self, ids: list[str]) -> None:
+        """The reader could not ack these (error): the acker retries them, with backoff."""
+        self._retry.extend(ids)
+        self._signalled = True
+        self._ready.set()
+
+    def args(self, ids: list[str]) -> tuple[list[str], list[str | int]]:
+        return self._scripts.fenced_ack_args(
+            self._stream, self._group, self._consumer, ids, self._others
+        )
+
+    def settle_carried(self, sent: list[str], result: int | Exception) -> None:
+        """The outcome of the fenced ack the reader carried in its pipeline."""
+        if isinstance(result, Exception):
+            # The read went through but these were not acked: for a moment this consumer holds
+            # up to len(sent) entries over `concurrency`. The acker retries them with backoff.
+            log.warning("stream %s: ack of %d entries failed (%s); retrying", self._stream,
+                        len(sent), result)
+            self.put_back(sent)
+        else:
+            self.settle(sent, int(result))
+
+    def settle(self, sent: list[str], acked: int) -> None:
+        """Count the outcome of a fenced ack of ``sent`` ids and hand their slots back."""
+        self._stats.acked += acked
+        stale = len(sent) - acked
+        if stale:
+            self._stats.stale_acks += stale
+            log.warning(
+                "stream %s: %d finished entries were no longer owned by %s and were not acked "
+                "(another consumer claimed them)", self._stream, stale, self._consumer,
+            )
+        self._on_done(sent)
+
+    def close(self) -> None:
+        """Flush what is left, then end ``run``."""
+        self._closing = True
+        self._signalled = True
+        self._ready.set()
+
+    async def run(self, final_attempts: int = 5) -> None:
+        backoff = Backoff(base=0.05, cap=2.0)
+        failures_while_closing = 0
+        while True:
+            await self._ready.wait()
+            if not self._closing:
+                await anyio.sleep(CARRY_WAIT)  # the reader usually takes them meanwhile
+            if not self._ids and not self._retry:
+                if self._closing:
+                    return
+                self._ready = anyio.Event()
+                self._signalled = False
+                continue
+            if self._retry:
+                batch, self._retry = self._retry[:MAX_ACK_BATCH], self._retry[MAX_ACK_BATCH:]
+            else:
+                batch = self.take()
+            try:
+                acked = await self._scripts.fenced_ack(
+                    self._stream, self._group, self._consumer, batch, self._others
+                )
+            except RedisError as exc:  # keep the ids; retry with backoff
+                self._retry[:0] = batch
+                if self._closing:
+                    failures_while_closing += 1
+                    if failures_while_closing >= final_attempts:
+                        log.warning(
+                            "stream %s: %d finished entries could not be acked (%s); they stay "
+                            "pending and will be delivered again", self._stream,
+                            len(self._ids) + len(self._retry), exc,
+                        )
+                        return
+                delay = backoff.next_delay()
+                log.warning("stream %s: ack failed (%s); retrying in %.2fs", self._stream, exc, delay)
+                await anyio.sleep(delay)
+                continue
+            backoff.reset()
+            self.settle(batch, acked)

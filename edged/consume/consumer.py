@@ -1,0 +1,139 @@
+"""One stream, one consumer group: the parts wired together, their lifetimes, the stop.
+
+Data flows one way: the reader (and the reclaimer, between reads) fetch entries into the
+shared state's work queue; the workers run them and settle each outcome; the acker sends the
+acks the reader did not carry; the ownership loop keeps leases and hands entries back. See
+state.py for what they share.
+
+``run`` returns once running work is finished, acked or handed back. ``stop`` ends reading at
+once; running handlers get until the grace deadline, which is set on the scope the workers run
+in (``stop`` may come before or after that scope opens).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import anyio
+from redis.asyncio import Redis
+
+from edged.config import StreamConfig
+from edged.consume.acker import Acker
+from edged.consume.group import GroupKeeper
+from edged.consume.outcomes import Workers
+from edged.consume.ownership import Ownership
+from edged.consume.reader import MAX_READ, Reader
+from edged.consume.reclaim import Reclaimer
+from edged.consume.state import StreamState
+from edged.consume.stats import StreamStats
+from edged.handlers import HandlerCall
+from edged.scripts import Scripts
+from edged.shutdown import HAND_BACK_AND_FLUSH
+
+
+class StreamConsumer:
+    def __init__(
+        self,
+        client: Redis,
+        scripts: Scripts,
+        cfg: StreamConfig,
+        consumer: str,
+        handler: HandlerCall,
+        read_block: float = 1.0,
+    ) -> None:
+        self.cfg = cfg
+        self.state = state = StreamState(cfg, consumer)
+        # Reads ask for every free slot: under load, batch size beats overlap (measured).
+        max_read = min(cfg.concurrency, MAX_READ)
+        self._acker = Acker(scripts, cfg.stream, cfg.group, consumer, state.stats, state.acked,
+                            others=cfg.concurrency)
+        self._acker.wake_reader = state.wake_reader
+        self._group = GroupKeeper(state, client)
+        self._ownership = Ownership(state, scripts)
+        reclaimer = Reclaimer(state, scripts, self._group, self._ownership, max_read)
+        self._reader = Reader(state, client, self._acker, reclaimer, self._group,
+                              self._ownership, read_block, max_read)
+        self._workers = Workers(state, handler, self._acker, scripts)
+        self._grace_deadline: float | None = None
+        self._work_scope: anyio.CancelScope | None = None
+
+    # What the daemon's status reads.
+    @property
+    def stream(self) -> str:
+        return self.state.stream
+
+    @property
+    def group(self) -> str:
+        return self.state.group
+
+    @property
+    def stats(self) -> StreamStats:
+        return self.state.stats
+
+    @property
+    def ready(self) -> anyio.Event:
+        return self.state.ready
+
+    @property
+    def connected(self) -> bool:
+        return self.state.connected
+
+    @property
+    def last_progress(self) -> float:
+        return self.state.last_progress
+
+    def stop(self, grace_deadline: float) -> None:
+        """Stop reading and taking new entries; running handlers get until ``grace_deadline``."""
+        if self.state.stopping:
+            return
+        self._grace_deadline = grace_deadline
+        self.state.stop()
+        if self._work_scope is not None:
+            self._work_scope.deadline = grace_deadline
+
+    def retry_now(self) -> None:
+        """A new primary was announced: stop backing off and reconnect at once."""
+        self.state.retry_now()
+
+    async def ensure_group(self, start_id: str | None = None) -> bool:
+        """Create the group (and the stream) unless it exists; True if it was created."""
+        return await self._group.ensure(start_id)
+
+    async def run(self) -> None:
+        """Consume until stopped; returns once running work is finished, acked or handed back."""
+        await self._group.ensure_until_ok()
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(self._acker.run)
+            outer.start_soon(self._reader.run)
+            leases = anyio.CancelScope()
+            outer.start_soon(_run_in, leases, self._ownership.lease_loop)
+            await self._work()
+            leases.cancel()
+            # The clean-up phase, bounded: hand back, then let the acker flush and end.
+            outer.cancel_scope.deadline = anyio.current_time() + HAND_BACK_AND_FLUSH
+            await self._hand_back()
+            self._acker.close()
+
+    async def _work(self) -> None:
+        """Run the workers until the queue closes; the grace deadline is set on their scope."""
+        with anyio.CancelScope() as work_scope:
+            self._work_scope = work_scope
+            if self._grace_deadline is not None:
+                work_scope.deadline = self._grace_deadline
+            async with anyio.create_task_group() as workers:
+                for index in range(self.cfg.concurrency):
+                    workers.start_soon(self._workers.run, index)
+
+    async def _hand_back(self) -> None:
+        """After the workers: unstarted entries and waiting retries go back to the group, so a
+        peer takes them now rather than after claim-idle."""
+        await self._ownership.release_unstarted()
+        await self._ownership.release_waiting_retries(float("inf"), why="waiting to retry")
+
+
+async def _run_in(scope: anyio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await fn()
+
+
+

@@ -1,0 +1,106 @@
+"""Keeping and giving up ownership of entries: leases, leases lost to peers, hand-back.
+
+Leases: every quarter of claim-idle, the entries in flight since the previous tick (and those
+waiting for a retry) get their idle time reset by lua/lease.lua, which also reports the ones a
+peer has claimed meanwhile. Those are lost: never acked here, never started, and their running
+handler is cancelled (``cancel-on-lost-lease``).
+
+Hand-back: entries this consumer owns but will not run (fetched after a stop, due for a retry)
+are made to look long idle with their delivery count set back, so the next XAUTOCLAIM, ours or
+a peer's, takes them at once instead of after claim-idle.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from redis.exceptions import RedisError
+
+from edged.consume.state import Item, StreamState
+from edged.scripts import Scripts
+
+log = logging.getLogger("edged.consumer")
+
+class Ownership:
+    def __init__(self, state: StreamState, scripts: Scripts) -> None:
+        self._state = state
+        self._scripts = scripts
+
+    async def lease_loop(self) -> None:
+        """Extend leases until cancelled: handlers finishing within the grace keep theirs too."""
+        s = self._state
+        interval = max(0.025, s.cfg.claim_idle.seconds / 4)
+        while True:
+            await anyio.sleep(interval)
+            ids = [i for i in s.inflight.tick() if i not in s.lost]
+            ids += s.retries.ids()
+            if not ids:
+                continue
+            try:
+                lost = await self._scripts.extend_leases(s.stream, s.group, s.consumer, ids)
+            except RedisError as exc:  # also NOGROUP, OOM...: leave it pending, go on
+                log.warning("stream %s: could not extend %d leases (%s)", s.stream, len(ids), exc)
+                continue
+            if lost:
+                self.lost(lost)
+
+    def lost(self, lost: list[str]) -> None:
+        """A peer holds these now: never ack them here, and stop working on them."""
+        s = self._state
+        s.stats.lost_leases += len(lost)
+        log.warning("stream %s: lost the lease on %d entries to another consumer (paused or slow "
+                    "past claim-idle); their results will not be acked: %s",
+                    s.stream, len(lost), " ".join(lost[:10]))
+        for entry_id in lost:
+            s.retries.discard(entry_id)
+        # Still in flight here until its handler ends (or our own reclaim would fetch it again
+        # while it still runs), but never renewed nor started again.
+        s.lost.update(i for i in lost if i in s.inflight)
+        if not s.cfg.cancel_on_lost_lease:
+            return
+        lost_set = set(lost)
+        for index, running in enumerate(s.running):
+            scope = s.worker_scopes[index]
+            if running in lost_set and scope is not None:
+                scope.cancel()
+
+    async def release(self, items: list[Item]) -> None:
+        """Hand back entries fetched but never started, without counting a delivery."""
+        if not items:
+            return
+        s = self._state
+        released = await self.release_ids(
+            [(item.id, item.delivery) for item in items], why="fetched but unstarted"
+        )
+        s.stats.released += released
+        s.inflight.discard_many(item.id for item in items)
+
+    async def release_unstarted(self) -> None:
+        """Hand back what the stop left fetched and unstarted."""
+        s = self._state
+        s.unstarted.extend(s.queue.close())
+        unstarted, s.unstarted = s.unstarted, []
+        await self.release(unstarted)
+
+    async def release_waiting_retries(self, now: float, why: str) -> bool:
+        """Hand back retries due by ``now`` with their delivery count unchanged (they did run):
+        the next XAUTOCLAIM, ours or a peer's, takes them and counts the new delivery."""
+        due = self._state.retries.pop_due(now)
+        if due:
+            await self.release_ids([(entry_id, delivery + 1) for entry_id, delivery in due], why)
+        return bool(due)
+
+    async def release_ids(self, entries: list[tuple[str, int]], why: str) -> int:
+        """Make (id, delivery) entries we own look long idle, their delivery count set to n-1;
+        returns how many were ours."""
+        s = self._state
+        # Not shielded: the caller's scope bounds it (the clean-up budget at a stop).
+        try:
+            released = await self._scripts.fenced_release(s.stream, s.group, s.consumer, entries)
+        except RedisError as exc:  # also NOGROUP, OOM...: leave it pending, go on
+            log.warning("stream %s: could not hand back %d entries (%s); they are taken "
+                        "after claim-idle", s.stream, len(entries), exc)
+            return 0
+        log.info("stream %s: handed back %d %s entries", s.stream, released, why)
+        return released

@@ -1,0 +1,180 @@
+"""Reading one stream: this consumer's own pending history first, then new entries.
+
+History (XREADGROUP with ID ``0``, paged) finishes what a previous run of this host left
+pending; then ``>`` reads new entries with a short BLOCK. Every read asks for exactly the free
+worker slots (COUNT), so nothing waits prefetched where a peer could have run it. Finished ids
+ride in the same pipeline, ahead of the read: Redis runs the fenced ack first, so the slots it
+frees can be filled by that very read without ever holding more than ``concurrency`` entries.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from edged.connect.transient import TRANSIENT_ERRORS
+from edged.consume.acker import Acker
+from edged.consume.group import GroupKeeper
+from edged.consume.ownership import Ownership
+from edged.consume.reclaim import Reclaimer
+from edged.consume.state import Item, StreamState
+from edged.replies import text
+from edged.scripts import Scripts
+
+log = logging.getLogger("edged.consumer")
+
+RAW_XREADGROUP = "XREADGROUP"
+MAX_READ = 2000
+
+
+def use_raw_stream_replies(client: Redis) -> None:
+    """Have this client return XREADGROUP replies as Redis sends them.
+
+    redis-py turns every entry into a dict with bytes keys, which we would then convert again;
+    taking the flat list saves a dict per entry on the hot path. Only this client is changed.
+    """
+    client.response_callbacks[RAW_XREADGROUP] = lambda response, **options: response
+
+
+class Reader:
+    def __init__(self, state: StreamState, client: Redis, acker: Acker, reclaimer: Reclaimer,
+                 group: GroupKeeper, ownership: Ownership, read_block: float,
+                 max_read: int) -> None:
+        self._state = state
+        self._client = client
+        self._acker = acker
+        self._reclaimer = reclaimer
+        self._group = group
+        self._ownership = ownership
+        self._block_ms = max(1, int(read_block * 1000))
+        self._max_read = max_read
+        self._history: str | None = "0"  # where our own pending history continues; None once read
+        self._recovered = 0
+
+    async def run(self) -> None:
+        """Read until stopped; entries fetched after the stop are handed back at once."""
+        s = self._state
+        acker = self._acker
+        while not s.stopping:
+            await s.wait_for_slots(lambda: acker.pending)
+            if s.stopping:
+                break
+            if self._history is None and await self._reclaimer.run_due():
+                continue
+            items = await self._read_once()
+            if items:
+                s.take(items)
+                if s.stopping:
+                    # Fetched after the stop: hand them back now, while running handlers finish.
+                    await self._ownership.release_unstarted()
+                    break
+
+    async def _read_once(self) -> list[Item] | None:
+        """One round trip (acks and a read); the entries it fetched, if any."""
+        s = self._state
+        ids = self._acker.take()
+        count = max(0, min(s.free + len(ids), self._max_read))  # 0: only carry the acks
+        if not ids and not count:
+            return None  # the acker sent them meanwhile; the slots come back with its reply
+        try:
+            reply = await self._ack_and_read(ids, count)
+        except TRANSIENT_ERRORS as exc:  # before ResponseError: READONLY is one
+            s.connected = False
+            s.stats.read_errors += 1
+            delay = s.backoff.next_delay()
+            log.warning("stream %s: read failed (%s); retrying in %.1fs", s.stream, exc, delay)
+            await s.pause(delay)
+            return None
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._group.recreate()
+            return None
+        if not s.connected:
+            log.info("stream %s: reading again", s.stream)
+        s.connected = True
+        s.backoff.reset()
+        if count == 0:
+            return None
+        s.stats.reads += 1
+        s.progressed()
+        raw_entries: list[Any] = reply[0][1] if reply else []
+        if self._history is not None:
+            return await self._history_items(raw_entries)
+        s.ready.set()
+        return [Item(e[0].decode(), e[1], 1) for e in raw_entries]
+
+    async def _history_items(self, raw_entries: list[Any]) -> list[Item]:
+        """A page of our own pending history; its end makes the reader switch to ``>``."""
+        s = self._state
+        if not raw_entries:
+            if self._recovered:
+                log.info("stream %s: recovered %d entries left pending by this consumer's "
+                         "previous run", s.stream, self._recovered)
+            self._history = None
+            s.ready.set()
+            return []
+        self._history = raw_entries[-1][0].decode()
+        self._recovered += len(raw_entries)
+        return await self._with_history_deliveries(raw_entries)
+
+    def _block_for(self) -> int:
+        """BLOCK for a read: the configured one, cut short by the next reclaim or retry."""
+        wake = self._reclaimer.wake_at() - anyio.current_time()
+        return max(1, min(self._block_ms, int(wake * 1000) + 1))
+
+    def _read_args(self, count: int, block: bool) -> list[Any]:
+        s = self._state
+        args: list[Any] = ["GROUP", s.group, s.consumer, "COUNT", count]
+        if self._history is not None:
+            return [*args, "STREAMS", s.stream, self._history]
+        if block:
+            args += ["BLOCK", self._block_for()]
+        return [*args, "STREAMS", s.stream, ">"]
+
+    async def _ack_and_read(self, ids: list[str], count: int) -> Any:
+        """One round trip: fenced-ack ``ids``, then XREADGROUP up to ``count`` entries."""
+        if not ids:
+            return await self._client.execute_command(RAW_XREADGROUP, *self._read_args(count, True))
+        keys, args = self._acker.args(ids)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.execute_command("EVAL", Scripts.FENCED_ACK_SOURCE, len(keys), *keys, *args)
+        if count:
+            # Carrying acks: do not park them behind a blocking read of an idle stream.
+            pipe.execute_command(RAW_XREADGROUP, *self._read_args(count, False))
+        try:
+            results = await pipe.execute(raise_on_error=False)
+        except BaseException:
+            self._acker.put_back(ids)  # not known to be acked: the acker retries them
+            raise
+        finally:
+            await pipe.reset()
+        self._acker.settle_carried(ids, results[0])
+        if not count:
+            return None
+        if isinstance(results[1], Exception):
+            raise results[1]
+        return results[1]
+
+    async def _with_history_deliveries(self, raw_entries: list[Any]) -> list[Item]:
+        """Our own pending entries re-read: their delivery count comes from XPENDING."""
+        s = self._state
+        first, last = raw_entries[0][0], raw_entries[-1][0]
+        counts: dict[str, int] = {}
+        try:
+            rows = await self._client.xpending_range(
+                s.stream, s.group, min=first, max=last, count=len(raw_entries),
+                consumername=s.consumer,
+            )
+            counts = {text(r["message_id"]): int(r["times_delivered"]) for r in rows}
+        except TRANSIENT_ERRORS as exc:
+            log.warning("stream %s: could not read delivery counts (%s)", s.stream, exc)
+        items = []
+        for entry_id_b, kv in raw_entries:
+            entry_id = entry_id_b.decode()
+            items.append(Item(entry_id, kv, counts.get(entry_id, 2)))
+        return items

@@ -1,0 +1,128 @@
+"""What the parts of one stream's consumer share: its slots, the entries it holds, the flags.
+
+The reader, the reclaimer, the workers, the acker and the ownership loop each do one job and
+meet only here. Counting is exact: ``free`` goes down when the reader or the reclaimer takes
+entries and back up only once their outcome is settled in Redis (acked, dead-lettered, waiting
+to retry, or lost to a peer), so this consumer never holds more than ``concurrency`` entries.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import anyio
+
+from edged.backoff import Backoff
+from edged.config import StreamConfig
+from edged.consume.inflight import InFlight
+from edged.consume.retry import RetrySchedule
+from edged.consume.stats import StreamStats
+from edged.consume.workqueue import WorkQueue
+
+
+class Item(NamedTuple):
+    """One entry fetched for this consumer to run."""
+
+    id: str
+    fields: list[bytes] | None
+    """Flat ``[name, value, ...]`` as Redis sent it; None when the entry was deleted meanwhile."""
+    delivery: int
+    """Redis's delivery count for this delivery."""
+
+
+class StreamState:
+    def __init__(self, cfg: StreamConfig, consumer: str) -> None:
+        self.cfg = cfg
+        self.stream = cfg.stream
+        self.group = cfg.group
+        self.consumer = consumer
+        self.stats = StreamStats(cfg.stream, cfg.group)
+        self.queue: WorkQueue[Item] = WorkQueue()
+        self.free = cfg.concurrency
+        self.inflight = InFlight()  # fetched here and not settled yet
+        self.lost: set[str] = set()  # in flight here, but a peer owns them now
+        self.retries = RetrySchedule(cfg.retry_backoff.seconds, cfg.retry_backoff_max.seconds)
+        self.last_error: dict[str, str] = {}  # id -> why its last run here failed
+        self.unstarted: list[Item] = []  # fetched, never started: handed back at the stop
+        # Per worker: the id it runs and its cancel scope, so a lost lease cancels just that one.
+        self.running: list[str | None] = [None] * cfg.concurrency
+        self.worker_scopes: list[anyio.CancelScope | None] = [None] * cfg.concurrency
+        self.stopping = False
+        self.connected = False
+        self.ready = anyio.Event()  # set after the first successful read
+        self.last_progress = time.monotonic()
+        self.backoff = Backoff()  # the reader's; reset when a failover is announced
+        self._wakeup = anyio.Event()  # ends a retry pause early: stop, or a failover announced
+        self._slots = anyio.Event()
+        self._reader_waiting = False
+
+    # ----------------------------------------------------------------- slots
+
+    def take(self, items: list[Item]) -> None:
+        """Fetched entries become ours to run; after a stop they are handed back unstarted."""
+        self.free -= len(items)
+        self.inflight.add_many(item.id for item in items)
+        if self.stopping:
+            self.unstarted.extend(items)
+        else:
+            self.queue.put_many(items)
+
+    def acked(self, ids: list[str]) -> None:
+        """The acker settled ``ids`` (acked, or found to be a peer's): their slots come back."""
+        self.inflight.discard_many(ids)
+        if self.lost:
+            self.lost.difference_update(ids)
+        self._give_back(len(ids))
+
+    def settled(self, entry_id: str) -> None:
+        """The entry's outcome here is final (dead-lettered, waiting to retry, lost)."""
+        self.inflight.discard(entry_id)
+        self.lost.discard(entry_id)
+        self._give_back(1)
+
+    def _give_back(self, n: int) -> None:
+        self.free += n
+        self.wake_reader()
+
+    def wake_reader(self) -> None:
+        if self._reader_waiting:
+            self._reader_waiting = False
+            self._slots.set()
+
+    async def wait_for_slots(self, acks_waiting: Callable[[], int]) -> None:
+        """Park the reader while every slot is busy and no ack waits to be carried."""
+        while self.free <= 0 and not acks_waiting() and not self.stopping:
+            self._slots = anyio.Event()
+            self._reader_waiting = True
+            try:
+                await self._slots.wait()
+            finally:
+                self._reader_waiting = False
+
+    # ----------------------------------------------------------------- stop and pauses
+
+    def stop(self) -> None:
+        """Stop reading and starting entries; what was queued waits to be handed back."""
+        self.stopping = True
+        self._wakeup.set()
+        self.unstarted.extend(self.queue.close())
+        self._slots.set()
+
+    async def pause(self, delay: float) -> None:
+        """Sleep before a retry, but wake at once when stopped or when a failover is announced."""
+        if self.stopping:
+            return
+        self._wakeup = anyio.Event()
+        with anyio.move_on_after(delay):
+            await self._wakeup.wait()
+
+    def retry_now(self) -> None:
+        """A new primary was announced: stop backing off and reconnect at once."""
+        self.backoff.reset()
+        self._wakeup.set()
+
+    def progressed(self) -> None:
+        """A read completed (for /healthz and the watchdog)."""
+        self.last_progress = time.monotonic()

@@ -1,0 +1,1 @@
+"""The daemon process: lifetimes, signals and drain, status, HTTP, metrics, heartbeat, systemd."""

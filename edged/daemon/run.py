@@ -1,0 +1,248 @@
+"""The daemon's lifetime: connect, consume every configured stream, drain on a signal.
+
+Task groups are nested by lifetime: the root holds signals, HTTP, systemd notifications,
+heartbeat, failover watch, clean-up and sampling; inside it the consumers. Shutdown, in order:
+
+1. first SIGTERM/SIGINT: ``stop`` sets the stop event; every stream stops reading and taking
+   new entries;
+2. running handlers get until ``shutdown-grace`` (the deadline is set on the scope they run
+   in); those still running then are cancelled and their entries stay pending (they may have
+   had effects: a peer redelivers them later);
+3. the clean-up phase, bounded by ``shutdown.CLEANUP_BUDGET``: finished entries are acked,
+   fetched-but-unstarted ones and waiting retries are handed back, the heartbeat record ends;
+4. one summary line; exit 0. A second signal cancels everything at once and exits 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import anyio
+import anyio.abc
+from redis.exceptions import RedisError
+
+from edged import __version__
+from edged.backoff import Backoff
+from edged.config import Config
+from edged.connect.client import describe_target, make_client
+from edged.connect.transient import TRANSIENT_ERRORS
+from edged.consume.consumer import StreamConsumer
+from edged.consume.reader import use_raw_stream_replies
+from edged.daemon.cleanup import remove_dead_consumers
+from edged.daemon.heartbeat import ConsumerNameTaken, Heartbeat
+from edged.daemon.http import HealthServer, ListenError
+from edged.daemon.metrics import GroupSampler, make_registry
+from edged.daemon.status import DaemonStatus, snapshot
+from edged.daemon.systemd import notify, run_notifier
+from edged.errors import EXIT_FAILURE
+from edged.handlers import build_handler
+from edged.scripts import Scripts
+from edged.shutdown import END_HEARTBEAT
+
+log = logging.getLogger("edged.daemon")
+
+
+class Daemon:
+    """Everything one running daemon owns; built from a checked config before any I/O."""
+
+    def __init__(self, config: Config, url: str | None = None, takeover: bool = False) -> None:
+        """Resolve handlers and names; raises ConfigError (exit 78) before touching Redis."""
+        self.config = config
+        self.url = url
+        self.takeover = takeover
+        self.consumer = consumer = config.daemon.consumer_name()
+        handlers = [build_handler(s, i) for i, s in enumerate(config.streams)]
+        block = config.daemon.read_block.seconds
+        # The socket timeout must outlast a blocking read, or redis-py would retry it underneath.
+        self.client = make_client(
+            config.redis, url=url, socket_timeout=block + 10, client_name=f"edged:{consumer}"
+        )
+        use_raw_stream_replies(self.client)
+        self.scripts = Scripts(self.client)
+        self.streams = [StreamConsumer(self.client, self.scripts, s, consumer, h, read_block=block)
+                        for s, h in zip(config.streams, handlers, strict=True)]
+        claims = {f"{s.stream}/{s.group}": (s.claim_idle.ms, s.claim_interval.ms)
+                  for s in config.streams}
+        self.heartbeat = Heartbeat(
+            self.scripts, config.daemon.key_prefix, consumer,
+            config.daemon.heartbeat_interval.seconds, claims,
+            lambda: self.status().heartbeat_fields(),
+        )
+        self.stop_requested = anyio.Event()
+        self.exit_code = 0
+        self.failovers = 0
+        self.forced = False
+        self._sampler: GroupSampler | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_requested.is_set()
+
+    def status(self) -> DaemonStatus:
+        """The one status every observer reads (see status.py)."""
+        return snapshot(self.consumer, self.streams, stopping=self.stopping,
+                        failovers=self.failovers, read_block=self.config.daemon.read_block.seconds)
+
+    def stop(self) -> None:
+        """Begin the drain (idempotent)."""
+        if self.stopping:
+            return
+        self.stop_requested.set()
+        notify("STOPPING=1", "STATUS=" + self.status().line())
+        deadline = anyio.current_time() + self.config.daemon.shutdown_grace.seconds
+        for s in self.streams:
+            s.stop(deadline)
+
+    async def run(self) -> int:
+        """Run until stopped by a signal; returns the exit code."""
+        health = self._http_server()
+        if health is not None:
+            try:
+                await health.bind()  # before any Redis I/O: a taken port stops us here
+            except ListenError as exc:
+                log.error("%s", exc)
+                return EXIT_FAILURE
+        async with anyio.create_task_group() as root:
+            root.start_soon(self._watch_signals, root.cancel_scope)
+            # Both start before Redis is reached: /readyz says why we are not ready, and the
+            # watchdog is fed while we wait for Redis (waiting is not being wedged).
+            if health is not None:
+                root.start_soon(health.serve)
+            root.start_soon(run_notifier, self._notifier_look)
+            await self._log_server_summary()
+            if not await self._claim_name():
+                root.cancel_scope.cancel()
+                return self.exit_code
+            self._start_background(root)
+            async with anyio.create_task_group() as consumers:
+                for s in self.streams:
+                    consumers.start_soon(s.run)
+            with anyio.move_on_after(END_HEARTBEAT, shield=True):
+                await self.heartbeat.end()
+            root.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await self.client.aclose()
+        log.info("stopped: %s", self.status().summary())
+        return 1 if self.forced else self.exit_code
+
+    def _http_server(self) -> HealthServer | None:
+        """The server for ``[daemon] listen``; None when it is empty (HTTP off)."""
+        listen = self.config.daemon.listen
+        if not listen:
+            return None
+        self._sampler = GroupSampler(self.client, [(s.stream, s.group) for s in self.streams])
+        return HealthServer(listen, self.status, make_registry(self.status, self._sampler))
+
+    def _notifier_look(self) -> tuple[bool, str]:
+        status = self.status()
+        return status.alive, status.line()
+
+    def _start_background(self, root: anyio.abc.TaskGroup) -> None:
+        """The loops that run beside the consumers, once the consumer name is ours."""
+        if self._sampler is not None:
+            root.start_soon(self._sampler.run)
+        root.start_soon(self.heartbeat.run, self._superseded)
+        self._watch_failovers(root)
+        root.start_soon(self._cleanup_loop)
+        root.start_soon(self._announce_ready)
+
+    def _watch_failovers(self, root: anyio.abc.TaskGroup) -> None:
+        """Under Sentinel: follow +switch-master at once, and check the primary's role."""
+        sentinel = self.config.redis.sentinel
+        if sentinel is None or self.url is not None:
+            return
+        from edged.connect.sentinel import FailoverWatch
+
+        watch = FailoverWatch(sentinel, self.client, self._switched)
+        root.start_soon(watch.follow_announcements)
+        root.start_soon(watch.check_role)
+
+    async def _switched(self, primary: str) -> None:
+        """Sentinel announced a new primary: drop every connection to the old one now."""
+        self.failovers += 1
+        log.warning("failover: the primary is now %s; reconnecting", primary)
+        await self.client.connection_pool.disconnect()
+        for stream in self.streams:
+            stream.retry_now()
+
+    async def _claim_name(self) -> bool:
+        """Hold the consumer name before consuming anything; False if another daemon has it."""
+        backoff = Backoff()
+        while not self.stopping:
+            try:
+                await self.heartbeat.claim(self.takeover)
+                return True
+            except ConsumerNameTaken as exc:
+                log.error("%s", exc)
+                self.exit_code = 1
+                return False
+            except RedisError as exc:  # e.g. NOPERM: say so, keep trying
+                delay = backoff.next_delay()
+                log.warning("cannot record heartbeat (%s); retrying in %.1fs", exc, delay)
+                with anyio.move_on_after(delay):
+                    await self.stop_requested.wait()
+        return False
+
+    def _superseded(self, why: str) -> None:
+        log.error("stopping: %s", why.replace("is held by", "was taken over by"))
+        self.exit_code = 1
+        self.stop()
+
+    async def _cleanup_loop(self) -> None:
+        """Remove dead consumers that own nothing, every quarter of consumer-expiry (<= 1 min)."""
+        expiry = self.config.daemon.consumer_expiry
+        interval = min(60.0, max(0.5, expiry.seconds / 4))
+        while True:
+            await anyio.sleep(interval)
+            for s in self.streams:
+                await remove_dead_consumers(
+                    self.client, self.scripts, self.config.daemon.key_prefix, s.stream, s.group,
+                    self.consumer, expiry.ms,
+                )
+
+    async def _watch_signals(self, root: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self.stopping:
+                    log.info("%s: draining (grace %s); a second signal stops at once",
+                             name, self.config.daemon.shutdown_grace)
+                    self.stop()
+                else:
+                    log.warning("%s again: stopping now; running entries stay pending", name)
+                    self.forced = True
+                    root.cancel()
+                    return
+
+    async def _announce_ready(self) -> None:
+        for s in self.streams:
+            await s.ready.wait()
+        names = ", ".join(f"{s.stream} ({s.group}, x{s.cfg.concurrency})" for s in self.streams)
+        log.info("ready: consumer %s reading %s", self.consumer, names or "no streams")
+        notify("READY=1", "STATUS=" + self.status().line())
+
+    async def _log_server_summary(self) -> None:
+        """One line at start: who we are, where Redis is, what it runs. Waits for Redis."""
+        target = describe_target(self.config.redis, self.url)
+        backoff = Backoff()
+        while not self.stopping:
+            try:
+                info = await self.client.info("server")
+                role = (await self.client.info("replication")).get("role", "?")
+                break
+            except TRANSIENT_ERRORS as exc:
+                delay = backoff.next_delay()
+                log.warning("Redis at %s unavailable (%s); retrying in %.1fs", target, exc, delay)
+                with anyio.move_on_after(delay):
+                    await self.stop_requested.wait()
+        else:
+            return
+        server = "valkey " + info["valkey_version"] if "valkey_version" in info else (
+            "redis " + str(info.get("redis_version", "?"))
+        )
+        log.info(
+            "edged %s pid %d consumer %s: %s at %s, role %s, %d stream(s)",
+            __version__, os.getpid(), self.consumer, server, target, role, len(self.streams),
+        )
