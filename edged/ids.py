@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 
 MAX_SEQ = 2**64 - 1
-FULL_ID = re.compile(r"\d+-\d+")
+FULL_ID = re.compile(r"[0-9]+-[0-9]+")
 """A complete id, as XCLAIM, XACK or XRANGE of one entry need."""
-RANGE_ID = re.compile(r"\d+(?:-\d+)?")
+RANGE_ID = re.compile(r"[0-9]+(?:-[0-9]+)?")
 """An id or its millisecond part alone, as range bounds take."""
 
 

@@ -144,8 +144,6 @@ def test_accepts_exactly_the_ascii_id_forms(text: str) -> None:
     assert is_range_id(text) == bool(ASCII_RANGE.fullmatch(text))
 
 
-@pytest.mark.xfail(strict=True, reason="edged/ids.py matches ids with \\d, which accepts any "
-                   "Unicode decimal digit; Redis takes ASCII digits only ([0-9] or re.ASCII)")
 @pytest.mark.parametrize("text", ["\u0661-\u0662", "\u0663", "\uff11-2"])  # Arabic-Indic, fullwidth
 def test_non_ascii_digits_are_not_ids(text: str) -> None:
     assert not is_full_id(text) and not is_range_id(text)
