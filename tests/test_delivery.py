@@ -20,6 +20,15 @@ import redis
 from edged import Event, Reject, Retry
 from edged.config import StreamConfig
 from edged.handlers import build_handler
+from edged.keys import (
+    DEAD_CONSUMER,
+    DEAD_DELIVERIES,
+    DEAD_FAILED_AT,
+    DEAD_GROUP,
+    DEAD_ID,
+    DEAD_REASON,
+    DEAD_STREAM,
+)
 from tests.servers import Server
 from tests.support import Consuming, edged_client, make_consumer, pending_rows, until
 
@@ -147,13 +156,13 @@ async def test_reject_dead_letters_with_original_fields_and_metadata(
     (_, dead), = dead_entries(r, stream)
     assert dead["payload"] == b'{"a":1}'
     assert dead["source"] == b"test"
-    assert b"bad thing" in dead["edged-reason"]
-    assert dead["edged-stream"] == stream.encode()
-    assert dead["edged-group"] == GROUP.encode()
-    assert dead["edged-id"] == entry_id.encode()
-    assert dead["edged-deliveries"] == b"1"
-    assert dead["edged-consumer"] == b"c1"
-    failed_at = datetime.fromisoformat(dead["edged-failed-at"].decode())
+    assert b"bad thing" in dead[DEAD_REASON]
+    assert dead[DEAD_STREAM] == stream.encode()
+    assert dead[DEAD_GROUP] == GROUP.encode()
+    assert dead[DEAD_ID] == entry_id.encode()
+    assert dead[DEAD_DELIVERIES] == b"1"
+    assert dead[DEAD_CONSUMER] == b"c1"
+    failed_at = datetime.fromisoformat(dead[DEAD_FAILED_AT].decode())
     assert failed_at.tzinfo is not None
     assert r.xpending(stream, GROUP)["pending"] == 0
     assert consumer.stats.acked == 0
@@ -183,11 +192,11 @@ async def test_undecodable_payload_is_dead_lettered_without_calling_the_handler(
                     what="one dead-lettered, one acked")
     assert seen == [{"ok": 1}]
     (_, dead), = dead_entries(r, stream)
-    assert dead["edged-id"] == bad_id.encode()
+    assert dead[DEAD_ID] == bad_id.encode()
     assert dead["payload"] == bad
     assert dead["source"] == b"test"
-    assert b"undecodable" in dead["edged-reason"]
-    assert dead["edged-deliveries"] == b"1"
+    assert b"undecodable" in dead[DEAD_REASON]
+    assert dead[DEAD_DELIVERIES] == b"1"
     assert r.xpending(stream, GROUP)["pending"] == 0
 
 
@@ -243,11 +252,11 @@ async def test_handler_error_on_last_delivery_dead_letters(
     async with Consuming(consumer):
         await until(lambda: consumer.stats.dead_lettered == 1, what="the entry dead-lettered")
     (_, dead), = dead_entries(r, stream)
-    assert dead["edged-id"] == entry_id.encode()
-    reason = dead["edged-reason"].decode()
+    assert dead[DEAD_ID] == entry_id.encode()
+    reason = dead[DEAD_REASON].decode()
     assert "max-deliveries exceeded" in reason
     assert "kaput" in reason
-    assert dead["edged-deliveries"] == b"1"
+    assert dead[DEAD_DELIVERIES] == b"1"
     assert r.xpending(stream, GROUP)["pending"] == 0
     assert consumer.stats.failed == 1
 

@@ -20,6 +20,7 @@ from edged import Event, Retry
 from edged.config import ExecHandler, StreamConfig
 from edged.durations import Duration
 from edged.handlers import build_handler
+from edged.keys import DEAD_ID, DEAD_REASON
 from tests.servers import Server
 from tests.support import Consuming, edged_client, make_consumer, process_gone, until
 
@@ -223,8 +224,8 @@ async def test_exec_failure_on_last_delivery_dead_letters_with_stderr(
     async with Consuming(consumer):
         await until(lambda: consumer.stats.dead_lettered == 1, what="the entry dead-lettered")
     ((_, dead),) = r.xrange(f"{stream}:dead")
-    assert dead[b"edged-id"] == entry_id.encode()
-    assert b"boom" in dead[b"edged-reason"]
+    assert dead[DEAD_ID.encode()] == entry_id.encode()
+    assert b"boom" in dead[DEAD_REASON.encode()]
     assert dead[b"source"] == b"test"
     assert r.xpending(stream, GROUP)["pending"] == 0
     assert consumer.stats.failed == 1

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis
 
+from edged.keys import DEAD_DELIVERIES, DEAD_ID, DEAD_REASON
 from tests.servers import Server
 from tests.support import DaemonProcess, pending_rows, wait_for, write_config
 from tests.support import test_env as edged_env
@@ -319,9 +320,9 @@ def test_poison_entry_is_dead_lettered_after_max_deliveries(
         raise AssertionError(f"{exc}{explain(r, stream, fleet)}") from None
     dead = dead_entries(r, stream)
     assert len(dead) == 1, dead
-    assert dead[0]["edged-id"] == poison
-    assert "max-deliveries exceeded" in dead[0]["edged-reason"], dead[0]
-    assert dead[0]["edged-deliveries"] == "3", dead[0]
+    assert dead[0][DEAD_ID] == poison
+    assert "max-deliveries exceeded" in dead[0][DEAD_REASON], dead[0]
+    assert dead[0][DEAD_DELIVERIES] == "3", dead[0]
     assert json.loads(dead[0]["payload"]) == {"fail": True}
     failed = [m for m in marks(r, f"{stream}:failed") if m[0] == poison]
     assert sorted(m[2] for m in failed) == [1, 2, 3], failed
@@ -398,8 +399,8 @@ def test_retries_back_off_without_waiting_for_claim_idle(
     floors = [0.2 * 2**n * 0.8 - 0.01 for n in range(3)]
     assert all(g >= f for g, f in zip(gaps, floors, strict=True)), (gaps, floors)
     dead = dead_entries(r, stream)
-    assert len(dead) == 1 and dead[0]["edged-id"] == entry, dead
-    assert "max-deliveries exceeded" in dead[0]["edged-reason"], dead[0]
-    assert "told to retry" in dead[0]["edged-reason"], dead[0]
-    assert dead[0]["edged-deliveries"] == "4", dead[0]
+    assert len(dead) == 1 and dead[0][DEAD_ID] == entry, dead
+    assert "max-deliveries exceeded" in dead[0][DEAD_REASON], dead[0]
+    assert "told to retry" in dead[0][DEAD_REASON], dead[0]
+    assert dead[0][DEAD_DELIVERIES] == "4", dead[0]
     assert [m[:3] for m in marks(r, f"{stream}:handled")] == [(good, name, 1)]
