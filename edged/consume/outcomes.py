@@ -64,7 +64,7 @@ class Workers:
                     item = await get()
                     if item is None:
                         return
-                    running[index] = item.id
+                    running[index] = item[0]
                     await process(item)
                     running[index] = None
             # Cancelled for a lost lease: the entry is a peer's now; this slot is free again.

@@ -60,7 +60,8 @@ class Reader:
         s = self._state
         acker = self._acker
         while not s.stopping:
-            await s.wait_for_slots(lambda: acker.pending)
+            if s.free <= 0 and not acker.pending:  # no coroutine per turn when slots are free
+                await s.wait_for_slots(lambda: acker.pending)
             if s.stopping:
                 break
             if self._history is None and await self._reclaimer.run_due():

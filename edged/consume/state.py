@@ -63,7 +63,7 @@ class StreamState:
     def take(self, items: list[Item]) -> None:
         """Fetched entries become ours to run; after a stop they are handed back unstarted."""
         self.free -= len(items)
-        self.inflight.add_many(item.id for item in items)
+        self.inflight.add_many(item[0] for item in items)
         if self.stopping:
             self.unstarted.extend(items)
         else:
