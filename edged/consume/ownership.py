@@ -71,10 +71,10 @@ class Ownership:
             return
         s = self._state
         released = await self.release_ids(
-            [(item.id, item.delivery) for item in items], why="fetched but unstarted"
+            [(entry_id, delivery) for entry_id, _, delivery in items], why="fetched but unstarted"
         )
         s.stats.released += released
-        s.inflight.discard_many(item.id for item in items)
+        s.inflight.discard_many(entry_id for entry_id, _, _ in items)
 
     async def release_unstarted(self) -> None:
         """Hand back what the stop left fetched and unstarted."""

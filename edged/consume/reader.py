@@ -64,7 +64,9 @@ class Reader:
                 await s.wait_for_slots(lambda: acker.pending)
             if s.stopping:
                 break
-            if self._history is None and await self._reclaimer.run_due():
+            # A clock read first: most turns have no reclaim or retry due, and pay no coroutine.
+            if (self._history is None and self._reclaimer.wake_at() <= anyio.current_time()
+                    and await self._reclaimer.run_due()):
                 continue
             items = await self._read_once()
             if items:
@@ -107,7 +109,7 @@ class Reader:
         if self._history is not None:
             return await self._history_items(raw_entries)
         s.ready.set()
-        return [Item(e[0].decode(), e[1], 1) for e in raw_entries]
+        return [(e[0].decode(), e[1], 1) for e in raw_entries]
 
     async def _history_items(self, raw_entries: list[Any]) -> list[Item]:
         """A page of our own pending history; its end makes the reader switch to ``>``."""
@@ -177,5 +179,5 @@ class Reader:
         items = []
         for entry_id_b, kv in raw_entries:
             entry_id = entry_id_b.decode()
-            items.append(Item(entry_id, kv, counts.get(entry_id, 2)))
+            items.append((entry_id, kv, counts.get(entry_id, 2)))
         return items

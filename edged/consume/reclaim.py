@@ -10,6 +10,7 @@ dropped from the pending list by Redis and counted here.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import anyio
 from redis.exceptions import ResponseError
@@ -80,7 +81,7 @@ class Reclaimer:
             self._next = anyio.current_time() + s.cfg.claim_interval.seconds
             await self._group.note_floor()
 
-    def _take(self, entries: list[list[bytes]], counts: list[int]) -> None:
+    def _take(self, entries: list[Any], counts: list[int]) -> None:
         s = self._state
         items: list[Item] = []
         for entry, delivery in zip(entries, counts, strict=True):
@@ -90,9 +91,9 @@ class Reclaimer:
             if entry_id in s.inflight:
                 continue  # already ours and queued or running: never run an entry twice
             s.retries.discard(entry_id)
-            items.append(Item(entry_id, entry[1] or None, delivery))  # type: ignore[arg-type]
+            items.append((entry_id, entry[1] or None, delivery))
         if items:
             s.stats.reclaimed += len(items)
             log.info("stream %s: reclaimed %d idle entries (%s..%s)", s.stream, len(items),
-                     items[0].id, items[-1].id)
+                     items[0][0], items[-1][0])
             s.take(items)
