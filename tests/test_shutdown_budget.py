@@ -60,7 +60,8 @@ async def test_cleanup_is_bounded_when_redis_stops_answering(tmp_path: Path) -> 
         handled.append(event.id)
 
     try:
-        ids = [r.xadd("s", {"payload": b"{}"}) for _ in range(5)]
+        for _ in range(5):
+            r.xadd("s", {"payload": b"{}"})
         consumer = make_consumer(client, "s", handler, concurrency=4)
         stopped_at = 0.0
         async with Consuming(consumer, grace=1.0):
@@ -81,7 +82,7 @@ async def test_cleanup_is_bounded_when_redis_stops_answering(tmp_path: Path) -> 
         rows = r.xpending_range("s", "edged", "-", "+", 10)
         assert [(row["message_id"].decode(), row["consumer"]) for row in rows] in (
             [], [(sixth, b"c1")]), rows
-        assert len(ids) == 5 and consumer.stats.acked == 5
+        assert consumer.stats.acked == 5
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(server.pid, signal.SIGCONT)

@@ -74,7 +74,9 @@ class Daemon:
         self.exit_code = 0
         self.failovers = 0
         self.forced = False
-        self._sampler: GroupSampler | None = None
+        # Group gauges for /metrics, sampled from Redis only when HTTP is on.
+        self._sampler = (GroupSampler(self.client, [(s.stream, s.group) for s in self.streams])
+                         if config.daemon.listen else None)
 
     @property
     def stopping(self) -> bool:
@@ -132,7 +134,6 @@ class Daemon:
         listen = self.config.daemon.listen
         if not listen:
             return None
-        self._sampler = GroupSampler(self.client, [(s.stream, s.group) for s in self.streams])
         return HealthServer(listen, self.status, make_registry(self.status, self._sampler))
 
     def _notifier_look(self) -> tuple[bool, str]:
