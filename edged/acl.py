@@ -16,8 +16,9 @@ DAEMON = (
     # reading, acking, reclaiming, leasing, releasing, recreating a lost group
     " +xreadgroup +xack +xclaim +xautoclaim +xpending +xinfo|groups +xinfo|consumers"
     " +xgroup|create +xgroup|delconsumer +xadd"
-    # the scripts (fenced ack, lease, dead letter, release, heartbeat, safe delete)
-    " +eval +evalsha +script|load"
+    # the scripts (fenced ack, lease, dead letter, release, heartbeat, safe delete); a dead
+    # letter is an XADD and a script in one MULTI/EXEC, the script checks and undoes the copy
+    " +eval +evalsha +script|load +multi +exec +xrevrange +xdel"
     # heartbeat record and last-seen hash, from the heartbeat scripts
     " +hset +hget +hgetall +del +pexpire +exists +time"
 )

@@ -6,7 +6,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from edged.keys import DEAD_DELIVERIES, HB_INSTANCE
+from edged.keys import HB_INSTANCE
 from edged.lua import source
 from edged.replies import pairs, text, texts
 
@@ -21,7 +21,7 @@ class Scripts:
     def __init__(self, client: Redis) -> None:
         self._ack = client.register_script(self.FENCED_ACK_SOURCE)
         self._release = client.register_script(source("fenced_release"))
-        self._dead_letter = client.register_script(source("dead_letter"))
+        self._client = client
         self._lease = client.register_script(source("lease"))
         self._reclaim = client.register_script(source("reclaim"))
         self._heartbeat = client.register_script(source("heartbeat"))
@@ -32,6 +32,7 @@ class Scripts:
     # script cache (restart, failover, SCRIPT FLUSH) must not make the reader's ack fail while
     # the read in the same pipeline succeeds. The script is small next to the ids it carries.
     FENCED_ACK_SOURCE = source("fenced_ack")
+    DEAD_LETTER_SOURCE = source("dead_letter")
 
     def fenced_ack_args(
         self, stream: str, group: str, consumer: str, ids: list[str], others: int
@@ -66,13 +67,28 @@ class Scripts:
         group: str,
         consumer: str,
         entry_id: str,
-        fields: dict[str, bytes],
+        metadata: list[tuple[str, str]],
+        fields: list[bytes],
     ) -> str | None:
-        """Copy the entry with ``fields`` to ``dead_stream`` and ack it; None if not owned."""
-        args: list[Any] = [group, consumer, entry_id, DEAD_DELIVERIES]
-        for k, v in fields.items():
-            args += [k, v]
-        result = await self._dead_letter(keys=[stream, dead_stream], args=args)
+        """Copy the entry to ``dead_stream`` and ack it, atomically; None if it is not ours.
+
+        The copy is ``metadata`` (edged's pairs, first) then the entry's own ``fields`` exactly
+        as Redis sent them (flat, binary, duplicates kept). One MULTI/EXEC: the XADD, then
+        lua/dead_letter.lua keeps and acks it or deletes it again. EVAL with the source, not
+        EVALSHA: a script cache emptied between the load and EXEC would leave the copy behind.
+        """
+        meta = [part for pair in metadata for part in pair]
+        pipe = self._client.pipeline(transaction=True)
+        pipe.execute_command("XADD", dead_stream, "*", *meta, *fields)
+        pipe.execute_command("EVAL", self.DEAD_LETTER_SOURCE, 2, stream, dead_stream,
+                             group, consumer, entry_id, *meta)
+        try:
+            added, result = await pipe.execute(raise_on_error=False)
+        finally:
+            await pipe.reset()
+        for outcome in (added, result):  # the XADD's error first: it is the cause
+            if isinstance(outcome, Exception):
+                raise outcome
         return None if result is None else text(result)
 
     async def extend_leases(

@@ -176,6 +176,30 @@ class DaemonProcess:
         self._log.close()
 
 
+class Fleet:
+    """The daemons one test started, kept in the ``spawned`` list: at teardown any still
+    running is killed by its pid (resumed first, if the test paused it). Handlers of
+    tests.handlers record into ``url`` (the server under test unless told otherwise)."""
+
+    def __init__(self, url: str, tmp_path: Path, procs: list[DaemonProcess]) -> None:
+        self.url = url
+        self.tmp_path = tmp_path
+        self.procs = procs
+
+    def start(self, consumer: str, streams: list[dict[str, Any]], **daemon: Any) -> DaemonProcess:
+        cfg = write_config(
+            self.tmp_path / f"{consumer}.toml", streams,
+            daemon={"consumer": consumer, "shutdown-grace": "5s", **daemon},
+        )
+        env = test_env(EDGED_TEST_REDIS=self.url, EDGED_TEST_CONSUMER=consumer)
+        d = DaemonProcess(cfg, self.url, self.tmp_path / f"{consumer}.log", env=env)
+        self.procs.append(d)
+        return d
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {d.log_path.name}:\n{d.output()}" for d in self.procs)
+
+
 # --------------------------------------------------------------------------- in-process helpers
 
 

@@ -22,8 +22,7 @@ import redis
 
 from edged.keys import DEAD_DELIVERIES, DEAD_ID, DEAD_REASON
 from tests.servers import Server
-from tests.support import DaemonProcess, pending_rows, wait_for, write_config
-from tests.support import test_env as edged_env
+from tests.support import DaemonProcess, Fleet, pending_rows, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,32 +49,9 @@ def stream_cfg(stream: str, **extra: Any) -> dict[str, Any]:
     return cfg
 
 
-class Fleet:
-    """The daemons one test started, kept in the ``spawned`` list: at teardown any still
-    running is killed by its pid (resumed first, if the test paused it)."""
-
-    def __init__(self, server: Server, tmp_path: Path, procs: list[DaemonProcess]) -> None:
-        self.server = server
-        self.tmp_path = tmp_path
-        self.procs = procs
-
-    def start(self, consumer: str, streams: list[dict[str, Any]], **daemon: Any) -> DaemonProcess:
-        cfg = write_config(
-            self.tmp_path / f"{consumer}.toml", streams,
-            daemon={"consumer": consumer, "shutdown-grace": "5s", **daemon},
-        )
-        env = edged_env(EDGED_TEST_REDIS=self.server.url, EDGED_TEST_CONSUMER=consumer)
-        d = DaemonProcess(cfg, self.server.url, self.tmp_path / f"{consumer}.log", env=env)
-        self.procs.append(d)
-        return d
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {d.log_path.name}:\n{d.output()}" for d in self.procs)
-
-
 @pytest.fixture
 def fleet(server: Server, tmp_path: Path, spawned: list[DaemonProcess]) -> Fleet:
-    return Fleet(server, tmp_path, spawned)
+    return Fleet(server.url, tmp_path, spawned)
 
 
 def add(r: redis.Redis, stream: str, body: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from edged.keys import (
     HB_CLAIM,
     HB_CONSUMER,
     HB_DEAD_LETTERED,
+    HB_DEGRADED,
     HB_FAILED,
     HB_HOST,
     HB_IN_FLIGHT,
@@ -55,6 +56,8 @@ class DaemonRecord(msgspec.Struct, frozen=True):
     dead_lettered: int | None
     claim: dict[str, tuple[int, int]] = {}
     """``"stream/group"`` → (claim-idle ms, claim-interval ms): the daemon's own settings."""
+    degraded: dict[str, str] = {}
+    """``"stream/group"`` → what fails there now (WRONGTYPE, NOPERM...); empty when healthy."""
 
     def stuck_after(self, stream: str, group: str) -> float | None:
         """Seconds past which this daemon would have reclaimed a pending entry of the group."""
@@ -126,6 +129,7 @@ def _daemon(raw: dict[bytes, bytes], now: float) -> DaemonRecord | None:
         failed=int_or_none(fields.get(HB_FAILED)),
         dead_lettered=int_or_none(fields.get(HB_DEAD_LETTERED)),
         claim=_claims(fields.get(HB_CLAIM)),
+        degraded=_degraded(fields.get(HB_DEGRADED)),
     )
 
 
@@ -135,7 +139,17 @@ def _claims(raw: str | None) -> dict[str, tuple[int, int]]:
         return {}
     try:
         return msgspec.json.decode(raw, type=dict[str, tuple[int, int]])
-    except msgspec.ValidationError:
+    except msgspec.DecodeError:
+        return {}
+
+
+def _degraded(raw: str | None) -> dict[str, str]:
+    """The degraded streams of a heartbeat record; empty when absent (older daemons) or garbled."""
+    if not raw:
+        return {}
+    try:
+        return msgspec.json.decode(raw, type=dict[str, str])
+    except msgspec.DecodeError:
         return {}
 
 

@@ -293,5 +293,6 @@ async def status_report(client: Redis, watch: GroupsWatch) -> StatusReport:
     """The fleet: every live daemon, then every group of the known streams with its verdict."""
     registry, healths = await watch.report(client)
     daemons = list(registry.daemons.values())
-    healthy = all(d.ready for d in daemons) and all(h.verdict == OK for h in healths)
+    healthy = (all(d.ready and not d.degraded for d in daemons)
+               and all(h.verdict == OK for h in healths))
     return StatusReport(daemons=daemons, groups=healths, healthy=healthy)

@@ -216,6 +216,8 @@ def _render_status(report: StatusReport) -> list[Item]:
         ))
     else:
         items.append("no live daemons")
+    items += [f"DEGRADED {d.consumer} {where}: {error}"
+              for d in report.daemons for where, error in sorted(d.degraded.items())]
     items += ["", *_groups_table(report.groups), ""]
     items.append("healthy" if report.healthy else "UNHEALTHY")
     return items

@@ -17,6 +17,8 @@ import anyio
 from redis.exceptions import RedisError
 
 from edged.backoff import Backoff
+from edged.connect.transient import TRANSIENT_ERRORS
+from edged.consume.health import StreamHealth
 from edged.consume.stats import StreamStats
 from edged.scripts import Scripts
 
@@ -37,6 +39,7 @@ class Acker:
         stats: StreamStats,
         on_done: Callable[[list[str]], None],
         others: int,
+        health: StreamHealth | None = None,
     ) -> None:
         self._scripts = scripts
         self._stream = stream
@@ -45,6 +48,7 @@ class Acker:
         self._stats = stats
         self._on_done = on_done
         self._others = others  # bound on this consumer's other pending entries (concurrency)
+        self._health = health or StreamHealth(stream, group)
         self._ids: list[str] = []  # finished; the reader or the acker may send them
         self._retry: list[str] = []  # an ack of these failed: only the acker sends them again
         self._ready = anyio.Event()
@@ -103,6 +107,20 @@ class Acker:
             )
         self._on_done(sent)
 
+    def _failed(self, exc: RedisError, backoff: Backoff) -> float:
+        """An ack failed: how long to wait before the next try."""
+        delay = backoff.next_delay()
+        if isinstance(exc, TRANSIENT_ERRORS):
+            log.warning("stream %s: ack failed (%s); retrying in %.2fs", self._stream, exc, delay)
+            return delay
+        # NOPERM on the script and the like: the stream is degraded (logged once per change).
+        return max(delay, self._health.failed("ack", "XACK", self._stream, exc))
+
+    def _give_up(self, exc: RedisError) -> None:
+        log.warning("stream %s: %d finished entries could not be acked (%s); they stay pending "
+                    "and will be delivered again", self._stream, len(self._ids) + len(self._retry),
+                    exc)
+
     def close(self) -> None:
         """Flush what is left, then end ``run``."""
         self._closing = True
@@ -135,15 +153,11 @@ class Acker:
                 if self._closing:
                     failures_while_closing += 1
                     if failures_while_closing >= final_attempts:
-                        log.warning(
-                            "stream %s: %d finished entries could not be acked (%s); they stay "
-                            "pending and will be delivered again", self._stream,
-                            len(self._ids) + len(self._retry), exc,
-                        )
+                        self._give_up(exc)
                         return
-                delay = backoff.next_delay()
-                log.warning("stream %s: ack failed (%s); retrying in %.2fs", self._stream, exc, delay)
-                await anyio.sleep(delay)
+                await anyio.sleep(self._failed(exc, backoff))
                 continue
             backoff.reset()
+            if self._health.problems:
+                self._health.ok("ack")
             self.settle(batch, acked)

@@ -12,6 +12,7 @@ in (``stop`` may come before or after that scope opens).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -20,6 +21,7 @@ from redis.asyncio import Redis
 from edged.config import StreamConfig
 from edged.consume.acker import Acker
 from edged.consume.group import GroupKeeper
+from edged.consume.health import StreamHealth
 from edged.consume.outcomes import Workers
 from edged.consume.ownership import Ownership
 from edged.consume.reader import MAX_READ, Reader
@@ -29,6 +31,8 @@ from edged.consume.stats import StreamStats
 from edged.handlers import HandlerCall
 from edged.scripts import Scripts
 from edged.shutdown import HAND_BACK_AND_FLUSH
+
+log = logging.getLogger("edged.consumer")
 
 
 class StreamConsumer:
@@ -42,20 +46,35 @@ class StreamConsumer:
         read_block: float = 1.0,
     ) -> None:
         self.cfg = cfg
-        self.state = state = StreamState(cfg, consumer)
-        # Reads ask for every free slot: under load, batch size beats overlap (measured).
-        max_read = min(cfg.concurrency, MAX_READ)
-        self._acker = Acker(scripts, cfg.stream, cfg.group, consumer, state.stats, state.acked,
-                            others=cfg.concurrency)
-        self._acker.wake_reader = state.wake_reader
-        self._group = GroupKeeper(state, client)
-        self._ownership = Ownership(state, scripts)
-        reclaimer = Reclaimer(state, scripts, self._group, self._ownership, max_read)
-        self._reader = Reader(state, client, self._acker, reclaimer, self._group,
-                              self._ownership, read_block, max_read)
-        self._workers = Workers(state, handler, self._acker, scripts)
+        self._client = client
+        self._scripts = scripts
+        self._consumer = consumer
+        self._handler = handler
+        self._read_block = read_block
+        self._stats = StreamStats(cfg.stream, cfg.group)
+        self.health = StreamHealth(cfg.stream, cfg.group)
+        self.restarts = 0
+        self._stopping = False
         self._grace_deadline: float | None = None
         self._work_scope: anyio.CancelScope | None = None
+        self._build()
+
+    def _build(self) -> None:
+        """Fresh parts around a fresh state; counters and health carry over."""
+        cfg, consumer = self.cfg, self._consumer
+        self.state = state = StreamState(cfg, consumer, self._stats, self.health)
+        # Reads ask for every free slot: under load, batch size beats overlap (measured).
+        max_read = min(cfg.concurrency, MAX_READ)
+        self._acker = Acker(self._scripts, cfg.stream, cfg.group, consumer, state.stats,
+                            state.acked, others=cfg.concurrency, health=self.health)
+        self._acker.wake_reader = state.wake_reader
+        self._group = GroupKeeper(state, self._client)
+        self._ownership = Ownership(state, self._scripts)
+        reclaimer = Reclaimer(state, self._scripts, self._group, self._ownership, max_read)
+        self._reader = Reader(state, self._client, self._acker, reclaimer, self._group,
+                              self._ownership, self._read_block, max_read)
+        self._workers = Workers(state, self._handler, self._acker, self._scripts)
+        self._work_scope = None
 
     # What the daemon's status reads.
     @property
@@ -84,8 +103,9 @@ class StreamConsumer:
 
     def stop(self, grace_deadline: float) -> None:
         """Stop reading and taking new entries; running handlers get until ``grace_deadline``."""
-        if self.state.stopping:
+        if self._stopping:
             return
+        self._stopping = True
         self._grace_deadline = grace_deadline
         self.state.stop()
         if self._work_scope is not None:
@@ -100,7 +120,32 @@ class StreamConsumer:
         return await self._group.ensure(start_id)
 
     async def run(self) -> None:
-        """Consume until stopped; returns once running work is finished, acked or handed back."""
+        """Consume until stopped; returns once running work is finished, acked or handed back.
+
+        The supervisor: Redis errors are handled where they happen (the loops back off, or
+        degrade the stream: health.py). Anything that still escapes (a reply we do not
+        understand, a bug) ends this stream's parts only: it is logged with its traceback and
+        the stream starts again on fresh parts after a backoff. What it held stays pending
+        under this consumer's name, and the new reader takes it back first (its history).
+        """
+        while True:
+            try:
+                await self._run_parts()
+                return
+            except Exception as exc:
+                if self._stopping:
+                    log.exception("stream %s: failed while stopping", self.cfg.stream)
+                    return
+                self.restarts += 1
+                delay = self.health.failed("consumer", "consuming", self.cfg.stream, exc)
+                log.exception("stream %s: consumer failed; starting it again in %.1fs",
+                              self.cfg.stream, delay)
+            await self.state.pause(delay)
+            if self._stopping:
+                return
+            self._build()
+
+    async def _run_parts(self) -> None:
         await self._group.ensure_until_ok()
         async with anyio.create_task_group() as outer:
             outer.start_soon(self._acker.run)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from edged.connect.transient import TRANSIENT_ERRORS
 from edged.consume.state import StreamState
@@ -47,14 +47,19 @@ class GroupKeeper:
         while not s.stopping:
             try:
                 await self.ensure(start_id)
-                s.connected = True
-                return
             except TRANSIENT_ERRORS as exc:
                 s.connected = False
                 delay = s.backoff.next_delay()
                 log.warning("stream %s: Redis unavailable (%s); retrying in %.1fs",
                             s.stream, exc, delay)
                 await s.pause(delay)
+            except RedisError as exc:  # WRONGTYPE (not a stream), NOPERM...: this stream only
+                s.connected = True
+                await s.pause(s.health.failed("group", "XGROUP CREATE", s.stream, exc))
+            else:
+                s.connected = True
+                s.health.ok("group")
+                return
 
     async def note_floor(self) -> None:
         """Remember where the group could be recreated without skipping an unacked entry.

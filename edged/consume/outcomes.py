@@ -19,12 +19,14 @@ import anyio
 from redis.exceptions import RedisError
 
 from edged.codec import decoder
+from edged.connect.transient import TRANSIENT_ERRORS
 from edged.consume.acker import Acker
 from edged.consume.state import Item, StreamState
 from edged.events import Event, Reject, Retry
 from edged.handlers import HandlerCall
 from edged.keys import (
     DEAD_CONSUMER,
+    DEAD_DELIVERIES,
     DEAD_FAILED_AT,
     DEAD_GROUP,
     DEAD_ID,
@@ -37,6 +39,21 @@ from edged.scripts import Scripts
 log = logging.getLogger("edged.consumer")
 
 MAX_REMEMBERED_ERRORS = 10_000  # last errors kept for dead-letter reasons; bounded memory
+
+
+def malformed(kv: list[bytes]) -> str:
+    """Why fields that Redis allows cannot become an Event's ``fields`` (a str-keyed dict)."""
+    seen: set[bytes] = set()
+    for position, name in enumerate(kv[::2]):
+        try:
+            name.decode()
+        except UnicodeDecodeError as exc:
+            return (f"malformed: field name {position + 1} ({name[:40]!r}) is not UTF-8 "
+                    f"({exc.reason} at byte {exc.start})")
+        if name in seen:
+            return f"malformed: field name {name[:40].decode()!r} appears more than once"
+        seen.add(name)
+    return "malformed: fields could not be read"
 
 
 class Workers:
@@ -80,18 +97,11 @@ class Workers:
         if kv is None or delivery > self._max_deliveries or (s.lost and entry_id in s.lost):
             await self._not_runnable(item)
             return
-        it = iter(kv)
-        fields = {k.decode(): v for k, v in zip(it, it, strict=False)}
-        raw = fields.get(PAYLOAD_FIELD)
-        payload: Any = None
-        if raw is not None:
-            try:
-                payload = self._decode(raw)
-            except Exception as exc:  # msgspec.DecodeError, UnicodeDecodeError, ...
-                await self._dead_letter(
-                    entry_id, fields, f"undecodable: payload is not valid {s.cfg.codec}: {exc}"
-                )
-                return
+        parsed = self._parse(kv)
+        if isinstance(parsed, str):
+            await self._dead_letter(item, parsed)
+            return
+        fields, payload = parsed
         stats = s.stats
         stats.in_flight += 1
         started = perf_counter()
@@ -100,21 +110,38 @@ class Workers:
         try:
             await self._handler(event)
         except Reject as exc:
-            await self._dead_letter(entry_id, fields, f"rejected: {exc.reason}")
+            await self._dead_letter(item, f"rejected: {exc.reason}")
         except Retry as exc:
             stats.retried += 1
-            await self._failed(event, f"retry requested: {exc}", exc.after)
+            await self._failed(item, f"retry requested: {exc}", exc.after)
         except anyio.get_cancelled_exc_class():
             stats.cancelled += 1
             raise
         except Exception as exc:
             stats.failed += 1
-            await self._failed(event, f"{type(exc).__name__}: {exc}")
+            await self._failed(item, f"{type(exc).__name__}: {exc}")
         else:
             self._acker.add(entry_id)
         finally:
             stats.in_flight -= 1
             stats.handler_seconds.observe(perf_counter() - started)
+
+    def _parse(self, kv: list[bytes]) -> tuple[dict[str, bytes], Any] | str:
+        """An entry's fields and decoded payload, or why it cannot become an Event."""
+        it = iter(kv)
+        try:
+            fields = {k.decode(): v for k, v in zip(it, it, strict=False)}
+        except UnicodeDecodeError:
+            return malformed(kv)
+        if len(fields) * 2 != len(kv):  # a name given twice would lose a value
+            return malformed(kv)
+        raw = fields.get(PAYLOAD_FIELD)
+        if raw is None:
+            return fields, None
+        try:
+            return fields, self._decode(raw)
+        except Exception as exc:  # msgspec.DecodeError, UnicodeDecodeError, ...
+            return f"undecodable: payload is not valid {self._state.cfg.codec}: {exc}"
 
     async def _not_runnable(self, item: Item) -> None:
         """Entries settled without running the handler: lost, deleted, past their last delivery."""
@@ -129,19 +156,16 @@ class Workers:
                         s.stream, entry_id)
             self._acker.add(entry_id)
         else:
-            it = iter(kv)
-            fields = {k.decode(): v for k, v in zip(it, it, strict=False)}
             last = s.last_error.pop(entry_id, None)
-            await self._dead_letter(entry_id, fields, "max-deliveries exceeded"
+            await self._dead_letter(item, "max-deliveries exceeded"
                                     + (f"; last error: {last}" if last else ""))
 
-    async def _failed(self, event: Event, why: str, after: float | None = None) -> None:
+    async def _failed(self, item: Item, why: str, after: float | None = None) -> None:
         """Keep the entry pending for a later delivery, or dead-letter it after its last one."""
         s = self._state
-        entry_id, delivery = event.id, event.delivery
+        entry_id, _, delivery = item
         if delivery >= self._max_deliveries:
-            await self._dead_letter(entry_id, event.fields,
-                                    f"max-deliveries exceeded; last error: {why}")
+            await self._dead_letter(item, f"max-deliveries exceeded; last error: {why}")
             return
         delay = s.retries.delay(delivery, after)
         log.warning("stream %s: entry %s failed on delivery %d/%d (retry in %.1fs): %s",
@@ -152,26 +176,33 @@ class Workers:
         s.retries.add(entry_id, delivery, anyio.current_time() + delay)
         s.settled(entry_id)
 
-    async def _dead_letter(self, entry_id: str, fields: dict[str, bytes], reason: str) -> None:
+    async def _dead_letter(self, item: Item, reason: str) -> None:
+        """Copy the entry, every field as Redis holds it, to the dead-letter stream and ack it."""
         s = self._state
-        dead = dict(fields)
-        dead.update({
-            DEAD_REASON: reason.encode(),
-            DEAD_STREAM: s.stream.encode(),
-            DEAD_GROUP: s.group.encode(),
-            DEAD_ID: entry_id.encode(),
-            DEAD_CONSUMER: s.consumer.encode(),
-            DEAD_FAILED_AT: datetime.now(UTC).isoformat(timespec="milliseconds").encode(),
-        })
+        entry_id, kv, delivery = item
+        metadata = [
+            (DEAD_ID, entry_id),
+            (DEAD_STREAM, s.stream),
+            (DEAD_GROUP, s.group),
+            (DEAD_CONSUMER, s.consumer),
+            (DEAD_DELIVERIES, str(delivery)),  # Redis's count: the entry is ours, nobody adds
+            (DEAD_FAILED_AT, datetime.now(UTC).isoformat(timespec="milliseconds")),
+            (DEAD_REASON, reason),
+        ]
         try:
             with anyio.CancelScope(shield=True):
                 dead_id = await self._scripts.dead_letter(
-                    s.stream, s.cfg.dead_letter_stream, s.group, s.consumer, entry_id, dead,
+                    s.stream, s.cfg.dead_letter_stream, s.group, s.consumer, entry_id,
+                    metadata, kv or [],
                 )
         except RedisError as exc:  # also NOGROUP, OOM...: leave it pending, go on
             log.warning("stream %s: could not dead-letter %s (%s); it stays pending",
                         s.stream, entry_id, exc)
+            if not isinstance(exc, TRANSIENT_ERRORS):  # WRONGTYPE dead-letter key, NOPERM...
+                s.health.failed("dead-letter", "XADD", s.cfg.dead_letter_stream, exc)
         else:
+            if s.health.problems:
+                s.health.ok("dead-letter")
             if dead_id is None:
                 s.stats.stale_acks += 1
                 log.warning("stream %s: %s was claimed by another consumer before it could be "

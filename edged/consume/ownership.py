@@ -17,6 +17,7 @@ import logging
 import anyio
 from redis.exceptions import RedisError
 
+from edged.connect.transient import TRANSIENT_ERRORS
 from edged.consume.state import Item, StreamState
 from edged.scripts import Scripts
 
@@ -41,7 +42,11 @@ class Ownership:
                 lost = await self._scripts.extend_leases(s.stream, s.group, s.consumer, ids)
             except RedisError as exc:  # also NOGROUP, OOM...: leave it pending, go on
                 log.warning("stream %s: could not extend %d leases (%s)", s.stream, len(ids), exc)
+                if not isinstance(exc, TRANSIENT_ERRORS) and "NOGROUP" not in str(exc):
+                    s.health.failed("lease", "XCLAIM", s.stream, exc)
                 continue
+            if s.health.problems:
+                s.health.ok("lease")
             if lost:
                 self.lost(lost)
 

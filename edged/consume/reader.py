@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from edged.connect.transient import TRANSIENT_ERRORS
 from edged.consume.acker import Acker
@@ -93,14 +93,20 @@ class Reader:
             await s.pause(delay)
             return None
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self._group.recreate()
+            if "NOGROUP" in str(exc):
+                await self._group.recreate()
+            else:  # WRONGTYPE, NOPERM...: this stream only, until the cause is fixed
+                await s.pause(s.health.failed("read", RAW_XREADGROUP, s.stream, exc))
+            return None
+        except RedisError as exc:  # a reply redis-py could not parse, and the like
+            await s.pause(s.health.failed("read", RAW_XREADGROUP, s.stream, exc))
             return None
         if not s.connected:
             log.info("stream %s: reading again", s.stream)
         s.connected = True
         s.backoff.reset()
+        if s.health.problems:
+            s.health.ok("read", "consumer")  # a restarted consumer reads again: resumed
         if count == 0:
             return None
         s.stats.reads += 1

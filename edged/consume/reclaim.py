@@ -13,7 +13,7 @@ import logging
 from typing import Any
 
 import anyio
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from edged.connect.transient import TRANSIENT_ERRORS
 from edged.consume.group import GroupKeeper
@@ -65,10 +65,16 @@ class Reclaimer:
             self._next = anyio.current_time() + s.cfg.claim_interval.seconds
             return
         except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self._group.recreate()
+            if "NOGROUP" in str(exc):
+                await self._group.recreate()
+                return
+            self._failed(exc)
             return
+        except RedisError as exc:
+            self._failed(exc)
+            return
+        if s.health.problems:
+            s.health.ok("reclaim")
         if deleted:
             s.stats.deleted += len(deleted)
             log.warning("stream %s: %d pending entries were deleted or trimmed from the stream "
@@ -80,6 +86,12 @@ class Reclaimer:
             self._cursor = "0-0"
             self._next = anyio.current_time() + s.cfg.claim_interval.seconds
             await self._group.note_floor()
+
+    def _failed(self, exc: RedisError) -> None:
+        """Not transient (NOPERM on the script, WRONGTYPE...): try again after a backoff."""
+        s = self._state
+        delay = s.health.failed("reclaim", "XAUTOCLAIM", s.stream, exc)
+        self._next = anyio.current_time() + max(delay, s.cfg.claim_interval.seconds)
 
     def _take(self, entries: list[Any], counts: list[int]) -> None:
         s = self._state

@@ -15,6 +15,7 @@ import anyio
 
 from edged.backoff import Backoff
 from edged.config import StreamConfig
+from edged.consume.health import StreamHealth
 from edged.consume.inflight import InFlight
 from edged.consume.retry import RetrySchedule
 from edged.consume.stats import StreamStats
@@ -30,12 +31,15 @@ NamedTuple: building a NamedTuple per entry was 6% of the daemon's time at concu
 
 
 class StreamState:
-    def __init__(self, cfg: StreamConfig, consumer: str) -> None:
+    def __init__(self, cfg: StreamConfig, consumer: str, stats: StreamStats | None = None,
+                 health: StreamHealth | None = None) -> None:
         self.cfg = cfg
         self.stream = cfg.stream
         self.group = cfg.group
         self.consumer = consumer
-        self.stats = StreamStats(cfg.stream, cfg.group)
+        # Both outlive a restart of the stream's parts (consumer.py): counters never go back.
+        self.stats = stats or StreamStats(cfg.stream, cfg.group)
+        self.health = health or StreamHealth(cfg.stream, cfg.group)
         self.queue: WorkQueue[Item] = WorkQueue()
         self.free = cfg.concurrency
         self.inflight = InFlight()  # fetched here and not settled yet

@@ -102,7 +102,7 @@ class Heartbeat:
                     self.key, self.seen, self.consumer, self.instance, self.ttl_ms, False,
                     self.record(),
                 )
-            except RedisError as exc:  # transient or not: beat again next time
+            except (*TRANSIENT_ERRORS, RedisError) as exc:  # transient or not: beat again
                 log.warning("heartbeat failed (%s)", exc)
                 continue
             if holder is not None:
@@ -114,7 +114,7 @@ class Heartbeat:
         how long this may take)."""
         try:
             await self.scripts.heartbeat_end(self.key, self.instance)
-        except TRANSIENT_ERRORS as exc:
+        except (*TRANSIENT_ERRORS, RedisError) as exc:
             log.warning("could not remove the heartbeat record (%s); it expires", exc)
 
 

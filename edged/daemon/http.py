@@ -100,6 +100,8 @@ class HealthServer:
         problems = status.not_alive if target == b"/healthz" else status.not_ready
         if problems:
             return 503, TEXT, ("; ".join(problems) + "\n").encode()
+        if status.degraded:  # alive, but say what fails: a restart would not fix it
+            return 200, TEXT, ("ok; degraded: " + "; ".join(status.degraded) + "\n").encode()
         return 200, TEXT, b"ok\n"
 
 

@@ -150,6 +150,15 @@ class EdgedCollector(Collector):
                                         labels=LABELS)
         up = GaugeMetricFamily("edged_stream_up", "1 while the stream's reader reaches Redis.",
                                labels=LABELS)
+        degraded = GaugeMetricFamily(
+            "edged_stream_degraded", "1 while the stream fails with an error waiting does not "
+            "fix (WRONGTYPE, NOPERM...); the error is in /readyz and the log.", labels=LABELS)
+        errors = CounterMetricFamily("edged_stream_errors",
+                                     "Errors that degraded the stream, every retry counted.",
+                                     labels=LABELS)
+        restarts = CounterMetricFamily("edged_stream_restarts",
+                                       "Times the stream's consumer failed and was started again.",
+                                       labels=LABELS)
         for s in status.streams:
             stats = s.stats
             labels = [s.stream, s.group]
@@ -161,7 +170,11 @@ class EdgedCollector(Collector):
             in_flight.add_metric(labels, stats.in_flight)
             handler.add_metric(labels, _buckets(stats.handler_seconds), stats.handler_seconds.total)
             up.add_metric(labels, 1 if s.connected else 0)
-        yield from (messages, reads, read_errors, recreated, in_flight, handler, up)
+            degraded.add_metric(labels, 1 if s.degraded else 0)
+            errors.add_metric(labels, s.errors)
+            restarts.add_metric(labels, s.restarts)
+        yield from (messages, reads, read_errors, recreated, in_flight, handler, up, degraded,
+                    errors, restarts)
 
     @staticmethod
     def _daemon_metrics(status: DaemonStatus) -> Iterator[Metric]:

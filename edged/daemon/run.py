@@ -15,6 +15,7 @@ heartbeat, failover watch, clean-up and sampling; inside it the consumers. Shutd
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -35,6 +36,7 @@ from edged.daemon.heartbeat import ConsumerNameTaken, Heartbeat
 from edged.daemon.http import HealthServer, ListenError
 from edged.daemon.metrics import GroupSampler, make_registry
 from edged.daemon.status import DaemonStatus, snapshot
+from edged.daemon.supervise import keep_running
 from edged.daemon.systemd import notify, run_notifier
 from edged.errors import EXIT_FAILURE
 from edged.handlers import build_handler
@@ -143,10 +145,11 @@ class Daemon:
     def _start_background(self, root: anyio.abc.TaskGroup) -> None:
         """The loops that run beside the consumers, once the consumer name is ours."""
         if self._sampler is not None:
-            root.start_soon(self._sampler.run)
-        root.start_soon(self.heartbeat.run, self._superseded)
+            root.start_soon(keep_running, "group sampler", self._sampler.run)
+        root.start_soon(keep_running, "heartbeat",
+                        functools.partial(self.heartbeat.run, self._superseded))
         self._watch_failovers(root)
-        root.start_soon(self._cleanup_loop)
+        root.start_soon(keep_running, "dead-consumer clean-up", self._cleanup_loop)
         root.start_soon(self._announce_ready)
 
     def _watch_failovers(self, root: anyio.abc.TaskGroup) -> None:
@@ -157,8 +160,8 @@ class Daemon:
         from edged.connect.sentinel import FailoverWatch
 
         watch = FailoverWatch(sentinel, self.client, self._switched)
-        root.start_soon(watch.follow_announcements)
-        root.start_soon(watch.check_role)
+        root.start_soon(keep_running, "sentinel announcements", watch.follow_announcements)
+        root.start_soon(keep_running, "primary role check", watch.check_role)
 
     async def _switched(self, primary: str) -> None:
         """Sentinel announced a new primary: drop every connection to the old one now."""
@@ -179,7 +182,7 @@ class Daemon:
                 log.error("%s", exc)
                 self.exit_code = 1
                 return False
-            except RedisError as exc:  # e.g. NOPERM: say so, keep trying
+            except (*TRANSIENT_ERRORS, RedisError) as exc:  # e.g. NOPERM: say so, keep trying
                 delay = backoff.next_delay()
                 log.warning("cannot record heartbeat (%s); retrying in %.1fs", exc, delay)
                 with anyio.move_on_after(delay):
@@ -198,10 +201,13 @@ class Daemon:
         while True:
             await anyio.sleep(interval)
             for s in self.streams:
-                await remove_dead_consumers(
-                    self.client, self.scripts, self.config.daemon.key_prefix, s.stream, s.group,
-                    self.consumer, expiry.ms,
-                )
+                try:
+                    await remove_dead_consumers(
+                        self.client, self.scripts, self.config.daemon.key_prefix, s.stream,
+                        s.group, self.consumer, expiry.ms,
+                    )
+                except (*TRANSIENT_ERRORS, RedisError) as exc:  # Redis away: next tick
+                    log.warning("stream %s: dead-consumer clean-up skipped (%s)", s.stream, exc)
 
     async def _watch_signals(self, root: anyio.CancelScope) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -238,6 +244,10 @@ class Daemon:
                 log.warning("Redis at %s unavailable (%s); retrying in %.1fs", target, exc, delay)
                 with anyio.move_on_after(delay):
                     await self.stop_requested.wait()
+            except RedisError as exc:  # e.g. an ACL user without INFO: the summary is optional
+                log.info("edged %s pid %d consumer %s: %s at %s (%s)", __version__, os.getpid(),
+                         self.consumer, "Redis", target, exc)
+                return
         else:
             return
         server = "valkey " + info["valkey_version"] if "valkey_version" in info else (

@@ -4,12 +4,13 @@
 record and the shutdown summary all read a ``DaemonStatus`` made by ``snapshot``; none of them
 reaches into the consumers. What "ready" and "alive" mean is decided here and nowhere else:
 
-- ready: every stream has completed its first read, is connected, and the daemon is not
-  draining;
+- ready: every stream has completed its first read, is connected, is not degraded (an error
+  waiting alone does not fix: consume/health.py), and the daemon is not draining;
 - alive: no reader is stuck. A reader is stuck when it is connected and has a free worker slot
   but has not completed a read for ``3 x read-block + 10s``. A reader waiting for Redis
   (backing off) or for busy workers is not stuck, so Redis being away never gets the daemon
-  restarted (it reconnects by itself); nor is any reader while the daemon drains.
+  restarted (it reconnects by itself); nor is any reader while the daemon drains. A degraded
+  stream is alive: a restart cannot fix WRONGTYPE or NOPERM, and would stop the other streams.
 """
 
 from __future__ import annotations
@@ -18,9 +19,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 from edged.consume.consumer import StreamConsumer
 from edged.consume.stats import StreamStats
-from edged.keys import HB_DEAD_LETTERED, HB_FAILED, HB_IN_FLIGHT, HB_PROCESSED, HB_READY
+from edged.keys import (
+    HB_DEAD_LETTERED,
+    HB_DEGRADED,
+    HB_FAILED,
+    HB_IN_FLIGHT,
+    HB_PROCESSED,
+    HB_READY,
+)
 
 
 def stall_limit(read_block: float) -> float:
@@ -43,6 +53,14 @@ class StreamStatus:
     stuck: bool
     stats: StreamStats
     """The live counters (plain ints bumped on the hot path)."""
+    degraded: str
+    """What is failing now that waiting for Redis does not fix; "" when healthy."""
+    degraded_seconds: float
+    last_error: str | None
+    """The last such error, kept after the stream resumed."""
+    errors: int
+    restarts: int
+    """Times the stream's consumer failed as a whole and was started again."""
 
     @property
     def name(self) -> str:
@@ -59,6 +77,8 @@ class DaemonStatus:
     """Why the daemon is not ready; empty when it is."""
     not_alive: list[str] = field(default_factory=list)
     """Why the daemon looks wedged; empty when it is alive."""
+    degraded: list[str] = field(default_factory=list)
+    """One line per degraded stream: what fails, for how long."""
 
     @property
     def ready(self) -> bool:
@@ -88,6 +108,8 @@ class DaemonStatus:
             state = f"waiting for Redis; reading {reading} of {n} streams"
         else:
             state = f"reading {reading} of {n} streams"
+        if self.degraded:
+            state += "; DEGRADED " + "; ".join(self.degraded)
         return (f"{state}; {self.total('processed')} processed, "
                 f"{self.total('failed') + self.total('retried')} failed, "
                 f"{self.total('in_flight')} in flight")
@@ -95,11 +117,14 @@ class DaemonStatus:
     def heartbeat_fields(self) -> dict[str, str]:
         """Live counts for the heartbeat record (read by `edged status`)."""
         return {
-            HB_READY: "1" if all(s.reading for s in self.streams) else "0",
+            HB_READY: "1" if self.ready else "0",
             HB_IN_FLIGHT: str(self.total("in_flight")),
             HB_PROCESSED: str(self.total("processed")),
             HB_FAILED: str(self.total("failed") + self.total("retried")),
             HB_DEAD_LETTERED: str(self.total("dead_lettered")),
+            HB_DEGRADED: msgspec.json.encode(
+                {f"{s.stream}/{s.group}": s.degraded for s in self.streams if s.degraded}
+            ).decode(),
         }
 
     def summary(self) -> str:
@@ -117,16 +142,21 @@ def snapshot(consumer: str, streams: Sequence[StreamConsumer], *, stopping: bool
     now = time.monotonic()
     limit = stall_limit(read_block)
     rows = [_stream_status(s, now, limit, stopping) for s in streams]
+    degraded = [f"{row.name} for {row.degraded_seconds:.0f}s: {row.degraded}"
+                for row in rows if row.degraded]
     not_ready = ["draining"] if stopping else []
     for row in rows:
-        if not row.connected:
+        if row.degraded:
+            not_ready.append(f"{row.name}: degraded: {row.degraded}")
+        elif not row.connected:
             not_ready.append(f"{row.name}: Redis unavailable")
         elif not row.reading:
             not_ready.append(f"{row.name}: not reading yet")
     not_alive = [f"{row.name}: no read completed for {row.quiet_seconds:.0f}s"
                  for row in rows if row.stuck]
     return DaemonStatus(consumer=consumer, stopping=stopping, failovers=failovers,
-                        streams=rows, not_ready=not_ready, not_alive=not_alive)
+                        streams=rows, not_ready=not_ready, not_alive=not_alive,
+                        degraded=degraded)
 
 
 def _stream_status(s: StreamConsumer, now: float, limit: float, stopping: bool) -> StreamStatus:
@@ -134,11 +164,15 @@ def _stream_status(s: StreamConsumer, now: float, limit: float, stopping: bool) 
     quiet = now - state.last_progress
     # Readers stop reading on purpose while the drain runs; every slot busy: the reader waits
     # for a handler to finish, by design; Redis away: it backs off (socket timeouts bound it).
-    stuck = (not stopping and quiet > limit and state.connected
+    health = s.health
+    stuck = (not stopping and quiet > limit and state.connected and not health.degraded
              and state.stats.in_flight < s.cfg.concurrency)
     return StreamStatus(
         stream=state.stream, group=state.group, concurrency=s.cfg.concurrency,
         claim_idle=s.cfg.claim_idle.seconds, claim_interval=s.cfg.claim_interval.seconds,
         connected=state.connected, reading=state.ready.is_set() and state.connected,
         quiet_seconds=quiet, stuck=stuck, stats=state.stats,
+        degraded=health.describe(), last_error=health.last_error, errors=health.errors,
+        degraded_seconds=now - health.since if health.since is not None else 0.0,
+        restarts=s.restarts,
     )

@@ -1,19 +1,30 @@
--- Move one entry to the dead-letter stream and ack it, atomically, if this consumer owns it.
--- The delivery count written is Redis's own (from XPENDING), not one we kept.
+-- Second half of a dead-lettering, run in one MULTI/EXEC right after the XADD of the dead entry
+-- (scripts.py): keep the copy and ack the entry if this consumer still owns it; otherwise
+-- delete the copy again (a peer owns the entry now). Nothing can run between the two commands.
+-- The copy is written by a plain XADD, not from here: Lua cannot pass more than about 8 000
+-- arguments to one redis.call (its C stack), and entries may have tens of thousands of fields.
 -- KEYS[1] stream; KEYS[2] dead-letter stream
--- ARGV[1] group; ARGV[2] consumer; ARGV[3] id; ARGV[4] name of the delivery-count field;
--- ARGV[5..] field, value pairs to write
+-- ARGV[1] group; ARGV[2] consumer; ARGV[3] id;
+-- ARGV[4..] the metadata pairs the copy begins with: proof that the last entry is our copy
+-- (if the XADD failed, the last entry is somebody else's and must be left alone).
 local stream, dead, group, consumer, id = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
-local p = redis.call('XPENDING', stream, group, id, id, 1, consumer)
-if #p == 0 then
+local found, last = pcall(redis.call, 'XREVRANGE', dead, '+', '-', 'COUNT', 1)
+if not found or #last == 0 then
+  return redis.error_reply('the dead-letter copy of ' .. id .. ' was not written')
+end
+local copy = last[1]
+for i = 4, #ARGV do
+  if copy[2][i - 3] ~= ARGV[i] then
+    return redis.error_reply('the dead-letter copy of ' .. id .. ' was not written')
+  end
+end
+local owned, p = pcall(redis.call, 'XPENDING', stream, group, id, id, 1, consumer)
+if not owned or #p == 0 then
+  redis.call('XDEL', dead, copy[1])
+  if not owned then
+    return redis.error_reply(p.err or tostring(p))
+  end
   return false
 end
-local fields = {}
-for i = 5, #ARGV do
-  fields[#fields + 1] = ARGV[i]
-end
-fields[#fields + 1] = ARGV[4]
-fields[#fields + 1] = tostring(p[1][4])
-local dead_id = redis.call('XADD', dead, '*', unpack(fields))
 redis.call('XACK', stream, group, id)
-return dead_id
+return copy[1]
