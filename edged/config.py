@@ -6,24 +6,37 @@ Secrets are never stored here: only the paths of the files that hold them.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
+import re
 import socket
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import msgspec
+import msgspec.inspect as mi
 from msgspec import Meta
 
 from edged.durations import Duration
 from edged.errors import ConfigError
+from edged.ids import MAX_SEQ, id_key, is_range_id
 
 DEFAULT_CONFIG_PATH = Path("/etc/edged/edged.toml")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+URL_SCHEMES = ("redis", "rediss", "unix")
+
+# Database numbers: Redis has `databases` (16 by default) of them and refuses a SELECT past its
+# own count; a server may be configured with more, so edged does not stop at 15. Negative numbers
+# never work, and anything above 65535 is a typo, not a server setting.
+MAX_DB = 65535
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 Concurrency = Annotated[int, Meta(ge=1, le=10_000)]
+DbNumber = Annotated[int, Meta(ge=0, le=MAX_DB)]
+NonEmpty = Annotated[str, Meta(min_length=1)]
 Codec = Literal["json", "msgpack", "raw"]
 # How the configuration reference (edged.config_reference) names these strings; no effect on decoding.
 HostPort = Annotated[str, Meta(extra={"kind": "host:port"})]
@@ -37,11 +50,174 @@ HandlerRef = Annotated[str, Meta(extra={"kind": '"module:function"'})]
 MAX_CLAIM_IDLE = Duration(12 * 3600)
 
 
+def _span(low: str, high: str) -> Meta:
+    """A duration between ``low`` and ``high`` (inclusive): checked in every struct's
+    ``__post_init__``, and shown as the type in the configuration reference."""
+    span = f"{low} to {high}"
+    bounds = (Duration.parse(low), Duration.parse(high), span)
+    return Meta(extra={"kind": f"duration {span}", "bounds": bounds})
+
+
+# Every duration has bounds: zero (or a few microseconds) turns a wait into a busy loop, and a
+# huge value overflows what Redis takes (PEXPIRE, XAUTOCLAIM min-idle) or never comes round.
+# The reasons for each are in the field docstrings (and so in the configuration reference).
+ConnectTimeout = Annotated[Duration, _span("100ms", "10m")]
+ShutdownGrace = Annotated[Duration, _span("0s", "1h")]
+HeartbeatInterval = Annotated[Duration, _span("100ms", "10m")]
+ConsumerExpiry = Annotated[Duration, _span("1s", "30d")]
+ReadBlock = Annotated[Duration, _span("1ms", "1s")]
+ExecTimeout = Annotated[Duration, _span("100ms", "1d")]
+ClaimIdle = Annotated[Duration, _span("100ms", str(MAX_CLAIM_IDLE))]
+ClaimInterval = Annotated[Duration, _span("100ms", "1h")]
+RetryBackoff = Annotated[Duration, _span("10ms", "1h")]
+RetryBackoffMax = Annotated[Duration, _span("10ms", "1d")]
+
+
+class FieldError(ValueError):
+    """A bad value found by a struct's ``__post_init__``; ``field`` is where, relative to that
+    struct (``start-id``, ``hosts[1]``, ``streams[2].dead-letter``). ``parse_config`` appends it
+    to the path msgspec reports, so the message names the field itself, not only its table."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def config_error(source: str, path: str, reason: str) -> ConfigError:
+    """The one shape of every config error, as msgspec words its own:
+    ``FILE: reason - at `$.streams[0].handler```."""
+    return ConfigError(f"{source}: {reason} - at `{path}`")
+
+
+def _check_durations(struct: msgspec.Struct) -> None:
+    """Every bounded duration of ``struct`` is within its bounds, or FieldError."""
+    for attr, key, (low, high, span) in _duration_bounds(type(struct)):
+        value: Duration = getattr(struct, attr)
+        if not low.seconds <= value.seconds <= high.seconds:
+            raise FieldError(key, f'"{value}" is out of range: {key} must be from {span}')
+
+
+@functools.cache
+def _duration_bounds(cls: type) -> tuple[tuple[str, str, tuple[Duration, Duration, str]], ...]:
+    """(attribute, key, (low, high, "low to high")) of each bounded duration field of ``cls``."""
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    found = []
+    for f in info.fields:
+        extra = f.type.extra if isinstance(f.type, mi.Metadata) else None
+        if extra and "bounds" in extra:
+            found.append((f.name, f.encode_name, extra["bounds"]))
+    return tuple(found)
+
+
+_HOSTNAME = re.compile(
+    r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?"
+)
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _valid_port(text: str) -> bool:
+    return _PORT.fullmatch(text) is not None and 0 < int(text) < 65536
+
+
+def _valid_host(host: str) -> bool:
+    """An IP address (IPv6 without brackets) or a host name (letters, digits, - and _)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return _HOSTNAME.fullmatch(host) is not None
+    return True
+
+
 def _split_host_port(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{text!r} is not host:port")
-    return host.strip("[]"), int(port)
+    bracketed = host.startswith("[") and host.endswith("]")
+    if bracketed:
+        host = host[1:-1]
+    if not sep or not _valid_port(port) or not _valid_host(host) or (bracketed and ":" not in host):
+        raise ValueError(f"{text!r} is not host:port (a port from 1 to 65535; IPv6 in brackets)")
+    return host, int(port)
+
+
+def check_redis_url(url: str) -> None:
+    """Raise ValueError saying what is wrong, unless ``url`` is a Redis URL redis-py can use.
+
+    The message never repeats the URL nor any part of it but a plain scheme: a password may be in
+    it (even where no password belongs, as in ``redis://user:secret/0`` with the ``@`` forgotten).
+    """
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise ValueError("not a URL: write redis://host:port/db, rediss://... or unix:///path")
+    if scheme not in URL_SCHEMES:
+        shown = repr(scheme) if scheme.isalnum() and len(scheme) <= 10 else "of the url"
+        raise ValueError(f"url scheme {shown} is not one of redis://, rediss://, unix://")
+    try:
+        urlsplit(url)
+    except ValueError:  # unbalanced [ ] around an IPv6 address
+        raise ValueError("not a URL: unbalanced brackets around the host") from None
+    problem = _unix_problem(url) if scheme == "unix" else _tcp_problem(url)
+    if problem:
+        raise ValueError(problem)
+
+
+def _tcp_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    hostport = parts.netloc.rpartition("@")[2]
+    if hostport.startswith("["):
+        address, _, after = hostport[1:].partition("]")
+        if not _valid_host(address) or (after and not after.startswith(":")):
+            return "the host is not an IPv6 address in brackets"
+        port = after[1:]
+    else:
+        port = hostport.rpartition(":")[2] if ":" in hostport else ""
+    if port and not _valid_port(port):
+        return "the port is not a number from 1 to 65535"
+    if parts.path not in ("", "/") and not _valid_db(parts.path[1:]):
+        return f"the path is not a database number (/0 to /{MAX_DB})"
+    return _query_problem(parts.query)
+
+
+def _unix_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if not parts.path:
+        return "no socket path: write unix:///path/to/redis.sock"
+    return _query_problem(parts.query)
+
+
+def _query_problem(query: str) -> str | None:
+    """Only ``?db=N`` may follow the URL: redis-py would pass any other option to every connection,
+    overriding edged's own (protocol, timeouts), or fail on it when it first connects."""
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key != "db":
+            return f"query option {key!r} is not supported: only ?db=N"
+        if not _valid_db(value):
+            return f"?db= is not a database number from 0 to {MAX_DB}"
+    return None
+
+
+def _valid_db(text: str) -> bool:
+    return text.isascii() and text.isdigit() and int(text) <= MAX_DB
+
+
+def check_start_id(text: str) -> None:
+    """Raise FieldError unless XGROUP CREATE takes ``text``: ``$``, or an id, its parts ≤ 2**64-1."""
+    if text == "$" or (is_range_id(text) and max(id_key(text)) <= MAX_SEQ):
+        return
+    raise FieldError("start-id", f'"{text}" is not a stream id (use "$", "0" or <ms>-<seq>)')
+
+
+def check_consumer_name(name: str) -> str | None:
+    """Why Redis would refuse ``name`` as a consumer name of edged's, or None.
+
+    edged names its connections ``edged:<consumer>``, and CLIENT SETNAME takes only printable
+    ASCII without spaces: another name would fail on every connection.
+    """
+    for ch in name:
+        if not "!" <= ch <= "~":
+            return (f"{name!r} has {ch!r}: a consumer name is printable ASCII without spaces "
+                    "(Redis connection names allow no other characters)")
+    return None
 
 
 class _Section(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True, rename="kebab"):
@@ -56,13 +232,15 @@ class TLSConfig(_Section, frozen=True):
     cert_file: str | None = None
     """PEM client certificate for mutual TLS; needs ``key-file`` too."""
     key_file: str | None = None
-    """PEM private key of ``cert-file``; needs ``cert-file`` too."""
+    """PEM private key of ``cert-file``, not encrypted (edged has no passphrase to give); needs
+    ``cert-file`` too."""
     verify: bool = True
     """Verify the server certificate and host name. Turn off only in a lab."""
 
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert-file and key-file go together")
+            missing = "key-file" if self.key_file is None else "cert-file"
+            raise FieldError(missing, "cert-file and key-file go together")
 
 
 class SentinelConfig(_Section, frozen=True):
@@ -70,9 +248,9 @@ class SentinelConfig(_Section, frozen=True):
 
     hosts: Annotated[list[HostPort], Meta(min_length=1)]
     """The sentinels, as ``"host:port"`` (IPv6 in brackets); any one that answers is enough."""
-    service: str
+    service: NonEmpty
     """The monitored primary's name in Sentinel (its ``sentinel monitor`` name, e.g. ``mymaster``)."""
-    username: str | None = None
+    username: NonEmpty | None = None
     """ACL user on the sentinels themselves; the primary's user is ``[redis] username``."""
     password_file: str | None = None
     """A file holding only the sentinels' password; none when not given."""
@@ -80,8 +258,11 @@ class SentinelConfig(_Section, frozen=True):
     """TLS towards the sentinels; the primary's TLS is ``[redis.tls]``."""
 
     def __post_init__(self) -> None:
-        for host in self.hosts:
-            _split_host_port(host)
+        for i, host in enumerate(self.hosts):
+            try:
+                _split_host_port(host)
+            except ValueError as exc:
+                raise FieldError(f"hosts[{i}]", str(exc)) from None
 
 
 class RedisConfig(_Section, frozen=True):
@@ -89,61 +270,94 @@ class RedisConfig(_Section, frozen=True):
 
     url: RedisURL | None = None
     """``redis://``, ``rediss://`` (TLS) or ``unix://``; ``redis://127.0.0.1:6379/0`` when neither
-    this nor ``[redis.sentinel]`` is given. Prefer ``password-file`` to a password in the URL."""
-    username: str | None = None
+    this nor ``[redis.sentinel]`` is given. A port is 1 to 65535, the path a database number; the
+    only query option is ``?db=N``. Prefer ``password-file`` to a password in the URL."""
+    username: NonEmpty | None = None
     """ACL user; the default user when not given."""
     password_file: str | None = None
     """A file holding only the password; when not given, ``$CREDENTIALS_DIRECTORY/redis`` if that
     exists (systemd's ``LoadCredential=redis:...``)."""
     tls: TLSConfig | None = None
-    """TLS options; the table alone turns TLS on, also for a ``redis://`` URL."""
+    """TLS options; the table alone turns TLS on, also for a ``redis://`` URL (not for
+    ``unix://``)."""
     sentinel: SentinelConfig | None = None
     """Find the primary through Sentinel and follow its failovers instead of a fixed ``url``."""
-    db: Annotated[int, Meta(ge=0)] = 0
-    """Database number; a number in the URL path wins."""
-    connect_timeout: Duration = Duration(5)
-    """How long opening one connection may take before it counts as failed and is retried."""
+    db: DbNumber = 0
+    """Database number; a number in the URL path wins. The server must have that many
+    (``databases``, 16 by default)."""
+    connect_timeout: ConnectTimeout = Duration(5)
+    """How long opening one connection may take before it counts as failed and is retried; under
+    100ms even a healthy server on another host would count as down."""
 
     def __post_init__(self) -> None:
+        _check_durations(self)
         if self.url is not None and self.sentinel is not None:
             raise ValueError("give either url or [redis.sentinel], not both")
-        if self.url is not None:
-            scheme = urlsplit(self.url).scheme
-            if scheme not in ("redis", "rediss", "unix"):
-                raise ValueError(
-                    f"url scheme {scheme!r} is not one of redis://, rediss://, unix://"
-                )
+        if self.url is None:
+            return
+        try:
+            check_redis_url(self.url)
+        except ValueError as exc:
+            raise FieldError("url", str(exc)) from None
+        if self.tls is not None and self.url.startswith("unix:"):
+            raise FieldError("tls", "TLS is not possible over a unix:// socket")
 
 
 class DaemonConfig(_Section, frozen=True):
     """The daemon process itself."""
 
-    consumer: Annotated[str, Meta(min_length=1)] = "{hostname}"
-    """Consumer name, stable per host so that a restart recovers its own pending entries."""
+    consumer: NonEmpty = "{hostname}"
+    """Consumer name, stable per host so that a restart recovers its own pending entries.
+    ``{hostname}`` is the only placeholder; the name is printable ASCII without spaces."""
     listen: Listen = "127.0.0.1:9478"
     """Address of /metrics, /healthz and /readyz; empty string turns the HTTP server off."""
-    shutdown_grace: Duration = Duration(30)
+    shutdown_grace: ShutdownGrace = Duration(30)
     """How long running handlers get to finish after SIGTERM; those still running then are
-    cancelled and their entries stay in the group for a peer, or the next start, to take over."""
-    heartbeat_interval: Duration = Duration(2)
+    cancelled and their entries stay in the group for a peer, or the next start, to take over.
+    ``0s`` cancels them at once; systemd's ``TimeoutStopSec`` must exceed it."""
+    heartbeat_interval: HeartbeatInterval = Duration(2)
     """How often the daemon refreshes its registry record, which expires 3 beats after the last
-    refresh; while it lives, no other daemon can start with the same consumer name."""
-    key_prefix: Annotated[str, Meta(min_length=1)] = "edged:"
+    refresh; while it lives, no other daemon can start with the same consumer name. At least
+    100ms: shorter only spins, writing to Redis."""
+    key_prefix: NonEmpty = "edged:"
     """Every key of edged's own (the daemons' heartbeat records, the last-seen hash) lives under it;
-    daemons and CLI commands that should see each other must share it."""
-    consumer_expiry: Duration = Duration(3600)
-    """A consumer with no heartbeat this long and nothing pending is removed from its groups."""
-    read_block: Duration = Duration(1)
-    """How long one XREADGROUP waits for new entries; short so that stopping is quick."""
+    daemons and CLI commands that should see each other must share it. No ``*?[]\\`` (it is
+    part of SCAN patterns) nor control characters."""
+    consumer_expiry: ConsumerExpiry = Duration(3600)
+    """A consumer with no heartbeat this long and nothing pending is removed from its groups
+    (removing one that owns nothing loses nothing: a daemon that comes back recreates it)."""
+    read_block: ReadBlock = Duration(1)
+    """How long one XREADGROUP waits for new entries; short so that stopping is quick, and at
+    least 1ms: XREADGROUP BLOCK 0 would wait forever."""
 
     def __post_init__(self) -> None:
+        _check_durations(self)
         if self.listen:
-            _split_host_port(self.listen)
-        if not 0.001 <= self.read_block.seconds <= 1.0:
-            raise ValueError("read-block must be between 1ms and 1s")
+            try:
+                _split_host_port(self.listen)
+            except ValueError as exc:
+                raise FieldError("listen", str(exc)) from None
+        _check_consumer_template(self.consumer)
+        _check_key_prefix(self.key_prefix)
 
     def consumer_name(self) -> str:
         return self.consumer.replace("{hostname}", socket.gethostname())
+
+
+def _check_consumer_template(template: str) -> None:
+    rest = template.replace("{hostname}", "")
+    if "{" in rest or "}" in rest:
+        raise FieldError("consumer", f"{template!r}: the only placeholder is {{hostname}}")
+    problem = check_consumer_name(rest)
+    if problem:
+        raise FieldError("consumer", problem)
+
+
+def _check_key_prefix(prefix: str) -> None:
+    for ch in prefix:
+        if ch in "*?[]\\" or not ch.isprintable():
+            raise FieldError("key-prefix", f"{prefix!r} has {ch!r}: no *?[]\\ nor control characters "
+                             "(the prefix is part of SCAN patterns)")
 
 
 class ExecHandler(_Section, frozen=True):
@@ -151,60 +365,82 @@ class ExecHandler(_Section, frozen=True):
     ``EDGED_*`` variables."""
 
     exec: Annotated[list[str], Meta(min_length=1)]
-    """Program and arguments, run without a shell; exit 0 acks, 75 retries, anything else fails."""
-    timeout: Duration = Duration(60)
+    """Program and arguments, run without a shell; exit 0 acks, 75 retries, anything else fails.
+    ``config validate`` and ``start`` check that the program exists and is executable."""
+    timeout: ExecTimeout = Duration(60)
     """The whole process group is killed after this; the entry is then retried."""
+
+    def __post_init__(self) -> None:
+        _check_durations(self)
+        for i, arg in enumerate(self.exec):
+            if "\0" in arg or (i == 0 and not arg):
+                raise FieldError(f"exec[{i}]", "an argument cannot hold a NUL character, "
+                                 "nor the program name be empty")
 
 
 class StreamConfig(_Section, frozen=True):
     """One stream read through one consumer group."""
 
-    stream: Annotated[str, Meta(min_length=1)]
+    stream: NonEmpty
     """The stream key to read."""
     handler: HandlerRef | ExecHandler
     """``"module:function"`` or ``{ exec = ["/path/prog", "arg"] }``."""
-    group: Annotated[str, Meta(min_length=1)] = "edged"
+    group: NonEmpty = "edged"
     """Consumer group; created (with ``start-id``) when missing. Daemons sharing it share the work."""
     concurrency: Concurrency = 16
     """Handlers running at once for this stream, which is also the most entries this consumer
     holds unacked."""
-    claim_idle: Duration = Duration(60)
+    claim_idle: ClaimIdle = Duration(60)
     """How long an entry must sit idle in a peer's pending list before this daemon takes it over
-    with XAUTOCLAIM (100ms to 12h); leases keep long-running handlers' entries from being taken."""
-    claim_interval: Duration = Duration(5)
-    """How often a reclaim pass runs (XAUTOCLAIM of entries idle past ``claim-idle``)."""
+    with XAUTOCLAIM; leases, renewed every quarter of it, keep long-running handlers' entries from
+    being taken. At most 12h: entries handed back at shutdown must look idle longer than any
+    claim-idle."""
+    claim_interval: ClaimInterval = Duration(5)
+    """How often a reclaim pass runs (XAUTOCLAIM of entries idle past ``claim-idle``); it may be
+    longer or shorter than ``claim-idle``. At least 100ms: shorter only spins, asking Redis."""
     max_deliveries: PositiveInt = 5
     """Deliveries, as counted by Redis, after which a failing entry goes to the dead-letter stream."""
     dead_letter: str | None = None
-    """Dead-letter stream; ``"<stream>:dead"`` when not given."""
+    """Dead-letter stream; ``"<stream>:dead"`` when not given. Never a stream edged reads (this
+    config's ``stream`` keys): a rejected entry would come back, again and again."""
     codec: Codec = "json"
     """How the ``payload`` field is decoded (``raw``: bytes as they are); a payload that does not
     decode goes straight to the dead-letter stream."""
     start_id: str = "$"
-    """Where a newly created group starts: ``$`` (new entries only) or ``0`` (the whole stream)."""
-    retry_backoff: Duration = Duration(1)
-    """Wait before the second delivery of a failed entry; doubles with each delivery."""
-    retry_backoff_max: Duration = Duration(300)
-    """The longest wait between deliveries of a failed entry, however often it failed."""
+    """Where a newly created group starts: ``$`` (new entries only), ``0`` (the whole stream), or
+    an entry id ``<ms>-<seq>`` (the entries after it)."""
+    retry_backoff: RetryBackoff = Duration(1)
+    """Wait before the second delivery of a failed entry; doubles with each delivery. At least
+    10ms, so that failed entries do not hot-loop."""
+    retry_backoff_max: RetryBackoffMax = Duration(300)
+    """The longest wait between deliveries of a failed entry, however often it failed; not below
+    ``retry-backoff``."""
     cancel_on_lost_lease: bool = True
     """Cancel a handler whose entry was claimed by a peer (its result could not be acked)."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.handler, str) and ":" not in self.handler:
-            raise ValueError(f"handler {self.handler!r} must look like 'module:function'")
-        if self.claim_interval.seconds <= 0 or self.claim_idle.seconds < 0.1:
-            raise ValueError("claim-idle must be at least 100ms and claim-interval above zero")
-        if self.claim_idle.seconds > MAX_CLAIM_IDLE.seconds:
-            raise ValueError(
-                f"claim-idle {self.claim_idle} is above the limit of {MAX_CLAIM_IDLE}: entries handed "
-                "back at shutdown must look idle longer than any claim-idle"
-            )
-        if self.retry_backoff.seconds < 0.01:
-            raise ValueError("retry-backoff must be at least 10ms: failed entries must not hot-loop")
+        _check_durations(self)
+        if isinstance(self.handler, str):
+            _check_handler_ref(self.handler)
+        check_start_id(self.start_id)
+        if self.retry_backoff.seconds > self.retry_backoff_max.seconds:
+            raise FieldError("retry-backoff-max", f'"{self.retry_backoff_max}" is below retry-backoff '
+                             f'"{self.retry_backoff}"')
+        if self.dead_letter_stream == self.stream:
+            raise FieldError("dead-letter", f"{self.stream!r} is the stream itself: a rejected entry "
+                             "would be delivered again, forever")
 
     @property
     def dead_letter_stream(self) -> str:
         return self.dead_letter or f"{self.stream}:dead"
+
+
+def _check_handler_ref(ref: str) -> None:
+    module, sep, attr = ref.partition(":")
+    names = [*module.split("."), *attr.split(".")]
+    if not sep or not all(name.isidentifier() for name in names):
+        raise FieldError("handler", f"handler {ref!r} must look like 'module:function' "
+                         "(dotted Python names)")
 
 
 class Config(_Section, frozen=True):
@@ -218,12 +454,8 @@ class Config(_Section, frozen=True):
     """The streams to read, one ``[[streams]]`` table each; a stream and group pair at most once."""
 
     def __post_init__(self) -> None:
-        seen: set[tuple[str, str]] = set()
-        for i, s in enumerate(self.streams):
-            key = (s.stream, s.group)
-            if key in seen:
-                raise ValueError(f"streams[{i}]: stream {s.stream!r} group {s.group!r} is listed twice")
-            seen.add(key)
+        _check_pairs_unique(self.streams)
+        _check_dead_letters(self.streams)
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data, safe to print: secrets are never in it, URLs lose passwords."""
@@ -232,6 +464,27 @@ class Config(_Section, frozen=True):
         if url:
             data["redis"]["url"] = redact_url(url)
         return data
+
+
+def _check_pairs_unique(streams: list[StreamConfig]) -> None:
+    seen: dict[tuple[str, str], int] = {}
+    for i, s in enumerate(streams):
+        first = seen.setdefault((s.stream, s.group), i)
+        if first != i:
+            raise FieldError(f"streams[{i}]", f"stream {s.stream!r} group {s.group!r} is listed "
+                             f"twice (also streams[{first}])")
+
+
+def _check_dead_letters(streams: list[StreamConfig]) -> None:
+    """No dead-letter stream is a stream edged reads: a rejected entry would loop through it."""
+    read = {s.stream: i for i, s in reversed(list(enumerate(streams)))}
+    for i, s in enumerate(streams):
+        j = read.get(s.dead_letter_stream)
+        if j is not None:
+            given = "" if s.dead_letter else " (the default, <stream>:dead)"
+            raise FieldError(f"streams[{i}].dead-letter", f"{s.dead_letter_stream!r}{given} is read as "
+                             f"streams[{j}].stream: its entries would be handled, and dead-lettered, "
+                             "again and again")
 
 
 def split_host_port(text: str) -> tuple[str, int]:
@@ -254,16 +507,17 @@ def _enc_hook(obj: Any) -> Any:
 
 
 def redact_url(url: str) -> str:
-    """Drop the password from a Redis URL so it can be logged."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """Drop the password from a Redis URL so it can be logged; works on any string, even one
+    urllib cannot parse (a bad port), so that an error about a URL never shows its password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return parts._replace(netloc=netloc).geturl()
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, hostport = rest[:end].rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}://{user}:***@{hostport}{rest[end:]}"
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
@@ -271,10 +525,21 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> Config:
     try:
         return msgspec.convert(data, Config, dec_hook=_dec_hook)
     except msgspec.ValidationError as exc:
-        message = str(exc)
-        if " - at `$" not in message:  # msgspec leaves the path out for the top level
-            message += " - at `$`"
-        raise ConfigError(f"{source}: {message}") from None
+        reason, path = _reason_and_path(exc)
+        raise config_error(source, path, reason) from None
+
+
+def _reason_and_path(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec's message and path; a FieldError's field is appended to the path of its table."""
+    reason, sep, path = str(exc).rpartition(" - at `")
+    if not sep:  # msgspec leaves the path out for the top level
+        reason, path = str(exc), "$`"
+    path = path.removesuffix("`")
+    cause = exc.__cause__
+    if isinstance(cause, FieldError):
+        reason = cause.reason
+        path += cause.field if cause.field.startswith("[") else f".{cause.field}"
+    return reason, path
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

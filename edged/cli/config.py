@@ -6,7 +6,7 @@ import msgspec
 import typer
 
 from edged.cli.options import ConfigOpt, config_path, exits
-from edged.cli.start import check_handlers
+from edged.cli.start import preflight, url_override
 from edged.config import DEFAULT_CONFIG_PATH, Config, load_config
 from edged.errors import ConfigError
 
@@ -16,12 +16,14 @@ config_app = typer.Typer(help="Check, print or document the configuration.", no_
 @config_app.command("validate")
 @exits
 def config_validate(config: ConfigOpt = None) -> None:
-    """Exit 0 if the config is usable (handlers importable), 78 with the reason if not."""
+    """Exit 0 if `edged start` would accept the config (handlers importable, password and TLS
+    files readable, $EDGED_REDIS_URL usable), 78 naming the file and the field if not."""
     path = config_path(config)
     if path is None:
         raise ConfigError(f"no config file: give -c FILE or create {DEFAULT_CONFIG_PATH}")
     cfg = load_config(path)
-    check_handlers(cfg)
+    url, url_from = url_override(None)
+    preflight(cfg, str(path), url, url_from)
     typer.echo(f"{path}: ok, {len(cfg.streams)} stream(s)")
 
 

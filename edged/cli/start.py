@@ -3,22 +3,74 @@
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Annotated
 
 import anyio
 import typer
 
 from edged.cli.options import ConfigOpt, UrlOpt, config_path, exits
-from edged.config import DEFAULT_CONFIG_PATH, Config, demo_config, load_config
+from edged.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    ExecHandler,
+    check_consumer_name,
+    check_redis_url,
+    config_error,
+    demo_config,
+    load_config,
+)
+from edged.connect.auth import check_credentials
 from edged.errors import ConfigError, UsageError
 from edged.handlers import build_handler
 from edged.logs import setup_logging
 
 
-def check_handlers(cfg: Config) -> None:
-    """Import every handler of the config: a bad one raises ConfigError (exit 78)."""
+def preflight(cfg: Config, source: str, url: str | None = None, url_from: str = "--url") -> None:
+    """Everything start-up would trip over, checked before any connection (by ``start`` and by
+    ``config validate`` alike): a bad value raises ConfigError (exit 78) naming ``source`` (the
+    config file) and the field, or ``url_from`` for the URL override; never a secret."""
+    if not cfg.streams:
+        raise config_error(source, "$.streams", "no [[streams]] to consume")
+    if url:
+        check_url_override(url, url_from)
+    problem = check_consumer_name(cfg.daemon.consumer_name())
+    if problem:
+        raise config_error(source, "$.daemon.consumer", problem)
+    check_credentials(cfg.redis, source)
+    check_handlers(cfg, source)
+
+
+def check_url_override(url: str, url_from: str) -> None:
+    """The Redis URL from ``--url`` or ``$EDGED_REDIS_URL`` (named by ``url_from``) is usable."""
+    try:
+        check_redis_url(url)
+    except ValueError as exc:  # the message never holds the URL: it may hold a password
+        raise ConfigError(f"{url_from}: {exc}") from None
+
+
+def check_handlers(cfg: Config, source: str = "<config>") -> None:
+    """Import every handler of the config, and find every exec handler's program: a bad one
+    raises ConfigError (exit 78)."""
     for i, s in enumerate(cfg.streams):
-        build_handler(s, i)
+        if isinstance(s.handler, ExecHandler):
+            _check_program(s.handler.exec[0], source, f"$.streams[{i}].handler.exec[0]")
+        build_handler(s, i, source)
+
+
+def _check_program(program: str, source: str, where: str) -> None:
+    found = program if "/" in program else shutil.which(program)
+    if found is None:
+        raise config_error(source, where, f"program {program!r} is not found in $PATH")
+    if not os.path.isfile(found) or not os.access(found, os.X_OK):
+        raise config_error(source, where, f"program {found!r} is not an executable file")
+
+
+def url_override(url: str | None) -> tuple[str | None, str]:
+    """The URL overriding the config's (``--url``, else ``$EDGED_REDIS_URL``) and where it is from."""
+    if url:
+        return url, "--url"
+    return os.environ.get("EDGED_REDIS_URL") or None, "$EDGED_REDIS_URL"
 
 
 @exits
@@ -48,16 +100,14 @@ def start(
             "or try --embedded"
         )
     cfg = load_config(path) if path is not None else demo_config()
-    if not cfg.streams:
-        raise ConfigError(f"{path}: no [[streams]] to consume")
-    url = url or os.environ.get("EDGED_REDIS_URL")
+    url, url_from = url_override(url)
+    # Everything that could fail at start-up exits 78 here, before a server or Redis is touched.
+    preflight(cfg, str(path) if path is not None else "<demo config>", url, url_from)
     if embedded:
         from edged.embedded import embedded_server
 
-        check_handlers(cfg)  # a bad handler exits 78 before the server starts
         with embedded_server() as embedded_url:
             code = anyio.run(Daemon(cfg, url or embedded_url, takeover).run)
     else:
-        daemon = Daemon(cfg, url, takeover)  # handlers are imported here: a bad one exits 78
-        code = anyio.run(daemon.run)
+        code = anyio.run(Daemon(cfg, url, takeover).run)
     raise typer.Exit(code)

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import inspect
 import os
+import ssl
+import stat
 from pathlib import Path
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
 
-from edged.config import TLSConfig
+from edged.config import RedisConfig, TLSConfig, config_error
 from edged.errors import ConfigError
 
 # Under systemd, LoadCredential=redis:/path puts the secret in $CREDENTIALS_DIRECTORY/redis.
@@ -29,19 +31,90 @@ NO_CLIENT_SETINFO: dict[str, Any] = (
 
 def read_secret(path: str | None) -> str | None:
     """The password from ``path`` (first line), else from systemd's credential directory."""
+    path = secret_path(path)
     if path is None:
-        creds = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not creds or not (Path(creds) / CREDENTIAL_NAME).is_file():
-            return None
-        path = str(Path(creds) / CREDENTIAL_NAME)
+        return None
     try:
-        text = Path(path).read_text()
+        return _read_secret_file(path)
+    except ValueError as exc:
+        raise ConfigError(f"password-file {exc}") from None
+
+
+def secret_path(path: str | None) -> str | None:
+    """``path``, else ``$CREDENTIALS_DIRECTORY/redis`` if that exists, else None."""
+    if path is not None:
+        return path
+    creds = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not creds or not (Path(creds) / CREDENTIAL_NAME).is_file():
+        return None
+    return str(Path(creds) / CREDENTIAL_NAME)
+
+
+def _read_secret_file(path: str) -> str:
+    """The first line of ``path``; ValueError naming the file, never any of its contents."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block start-up for good
+            raise ValueError(f"{path}: is not a regular file")
+        raw = Path(path).read_bytes()
     except OSError as exc:
-        raise ConfigError(f"password-file {path}: cannot read: {exc.strerror}") from None
+        raise ValueError(f"{path}: cannot read: {exc.strerror or type(exc).__name__}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:  # its message would quote a byte of the secret
+        raise ValueError(f"{path}: is not UTF-8 text") from None
     secret = text.splitlines()[0] if text else ""
     if not secret:
-        raise ConfigError(f"password-file {path}: is empty")
+        raise ValueError(f"{path}: is empty (the password is its first line)")
     return secret
+
+
+def check_credentials(cfg: RedisConfig, source: str) -> None:
+    """Read every password file and load every TLS file now, as the first connection would, so
+    that a bad one is a ConfigError naming ``source`` and the field, before any connection. The
+    messages name files, never what is in them."""
+    _check_secret(secret_path(cfg.password_file), source, "$.redis.password-file")
+    check_tls_files(cfg.tls, source, "$.redis.tls")
+    if cfg.sentinel is not None:
+        _check_secret(cfg.sentinel.password_file, source, "$.redis.sentinel.password-file")
+        check_tls_files(cfg.sentinel.tls, source, "$.redis.sentinel.tls")
+
+
+def _check_secret(path: str | None, source: str, where: str) -> None:
+    if path is None:
+        return
+    try:
+        _read_secret_file(path)
+    except ValueError as exc:
+        raise config_error(source, where, str(exc)) from None
+
+
+def check_tls_files(tls: TLSConfig | None, source: str, where: str) -> None:
+    """The CA, certificate and key files load into a TLS context (ConfigError if not)."""
+    if tls is None:
+        return
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if tls.ca_file:
+        try:
+            context.load_verify_locations(cafile=tls.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise config_error(source, f"{where}.ca-file",
+                               f"{tls.ca_file}: not a PEM CA certificate file ({_why(exc)})") from None
+    if tls.cert_file and tls.key_file:
+        try:  # an encrypted key gets an empty passphrase and fails here, not at a prompt
+            context.load_cert_chain(tls.cert_file, tls.key_file, password=lambda: "")
+        except (OSError, ssl.SSLError) as exc:
+            raise config_error(
+                source, f"{where}.cert-file",
+                f"{tls.cert_file} with key-file {tls.key_file}: not a PEM certificate and its "
+                f"unencrypted private key ({_why(exc)})",
+            ) from None
+
+
+def _why(exc: OSError | ssl.SSLError) -> str:
+    """An OSError's or SSLError's reason: a file's name and OpenSSL's words, never its contents."""
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc.library or "unreadable")
+    return str(exc.strerror or type(exc).__name__)
 
 
 def tls_kwargs(tls: TLSConfig | None) -> dict[str, Any]:

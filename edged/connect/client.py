@@ -13,9 +13,10 @@ from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from edged.config import DEFAULT_REDIS_URL, RedisConfig, TLSConfig, redact_url
+from edged.config import DEFAULT_REDIS_URL, RedisConfig, TLSConfig, check_redis_url, redact_url
 from edged.connect.auth import NO_CLIENT_SETINFO, read_secret, tls_kwargs
 from edged.connect.transient import FailoverAwareParser
+from edged.errors import ConfigError
 
 
 def make_client(
@@ -31,6 +32,10 @@ def make_client(
 
         return make_sentinel_client(cfg, _primary_kwargs(cfg, socket_timeout, client_name))
     target = url or cfg.url or DEFAULT_REDIS_URL
+    try:  # the config's url was checked when it was loaded; this is for --url and the like
+        check_redis_url(target)
+    except ValueError as exc:  # the message never holds the URL: it may hold a password
+        raise ConfigError(f"the Redis URL given (--url or $EDGED_REDIS_URL): {exc}") from None
     scheme = urlsplit(target).scheme
     tls = cfg.tls
     if tls is not None and scheme == "redis":

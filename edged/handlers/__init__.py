@@ -17,8 +17,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from edged.config import ExecHandler, StreamConfig
-from edged.errors import ConfigError
+from edged.config import ExecHandler, StreamConfig, config_error
 from edged.events import Event
 from edged.handlers.exec import run_exec
 
@@ -30,22 +29,22 @@ def load_python_handler(spec: str) -> Callable[[Event], Any]:
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:  # any import-time failure is a config problem
-        raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # any import-time failure is a config problem
+        raise ValueError(f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}") from None
     target: Any = module
     for part in attr.split("."):
         try:
             target = getattr(target, part)
-        except AttributeError:
+        except Exception:  # AttributeError, or whatever a module __getattr__ raises
             raise ValueError(f"module {module_name!r} has no {attr!r}") from None
     if not callable(target):
-        raise ValueError(f"{spec!r} is not callable")
+        raise ValueError(f"{spec!r} is not callable (it is a {type(target).__name__})")
     return target
 
 
-def build_handler(cfg: StreamConfig, index: int) -> HandlerCall:
-    """The coroutine function that runs one event for this stream's handler config."""
-    where = f"$.streams[{index}].handler"
+def build_handler(cfg: StreamConfig, index: int, source: str = "<config>") -> HandlerCall:
+    """The coroutine function that runs one event for this stream's handler config; a handler
+    that cannot be loaded raises ConfigError naming ``source`` (the config file) and the field."""
     spec = cfg.handler
     if isinstance(spec, ExecHandler):
         timeout = spec.timeout.seconds
@@ -58,7 +57,7 @@ def build_handler(cfg: StreamConfig, index: int) -> HandlerCall:
     try:
         fn = load_python_handler(spec)
     except ValueError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise config_error(source, f"$.streams[{index}].handler", str(exc)) from None
     if inspect.iscoroutinefunction(fn):
         return fn
     # Sync handlers run in worker threads, at most `concurrency` at once for this stream.
