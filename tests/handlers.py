@@ -1,7 +1,7 @@
 """Handlers the tests configure; they record what they ran into Redis so tests can check it.
 
 The payload steers them: {"sleep": s}, {"fail": true}, {"reject": "why"}, {"retry": true},
-{"hang": true} (until the key <stream>:release exists). Every run is recorded as
+{"hang": true} (until the key <stream>:release exists), {"exit": n} (sys.exit(n)). Every run is recorded as
 "<id> <consumer> <delivery>" in the list <stream>:handled once the handler finished, and in
 <stream>:started when it started.
 """
@@ -44,6 +44,8 @@ async def record(event: Event) -> None:
         raise RuntimeError("told to fail")
     if body.get("reject"):
         raise Reject(str(body["reject"]))
+    if body.get("exit"):
+        raise SystemExit(int(body["exit"]))
     if body.get("retry"):
         await r.rpush(f"{event.stream}:failed", mark)
         raise Retry("told to retry")

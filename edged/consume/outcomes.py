@@ -117,7 +117,7 @@ class Workers:
         except anyio.get_cancelled_exc_class():
             stats.cancelled += 1
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a handler's sys.exit() fails its entry only
             stats.failed += 1
             await self._failed(item, f"{type(exc).__name__}: {exc}")
         else:

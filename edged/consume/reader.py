@@ -180,7 +180,7 @@ class Reader:
                 consumername=s.consumer,
             )
             counts = {text(r["message_id"]): int(r["times_delivered"]) for r in rows}
-        except TRANSIENT_ERRORS as exc:
+        except (*TRANSIENT_ERRORS, RedisError) as exc:  # run them anyway, as redeliveries
             log.warning("stream %s: could not read delivery counts (%s)", s.stream, exc)
         items = []
         for entry_id_b, kv in raw_entries:
