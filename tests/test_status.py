@@ -86,3 +86,45 @@ async def test_heartbeat_carries_the_daemons_own_claim_settings(tmp_path: Path) 
         assert msgspec.json.decode(record[HB_CLAIM]) == {"s/edged": [3000, 500]}
     finally:
         await daemon.client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_degraded_stream_shows_everywhere_and_clears(tmp_path: Path) -> None:
+    """A WRONGTYPE on a reading stream: not ready (the command, key and error named), still
+    alive even with no read for long (a restart cannot fix it), STATUS= says DEGRADED, the
+    heartbeat record carries it for `edged status`. The same operation working again clears it,
+    and the error counter keeps its count."""
+    import json
+
+    from redis.exceptions import ResponseError
+
+    from edged.keys import HB_DEGRADED, HB_READY
+
+    daemon = _daemon(tmp_path)
+    stream = daemon.streams[0]
+    state = stream.state
+    try:
+        state.connected = True
+        state.ready.set()
+        wrongtype = ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value")
+        assert stream.health.failed("read", "XREADGROUP", "s", wrongtype) > 0
+        stream.health.failed("read", "XREADGROUP", "s", wrongtype)
+        status = daemon.status()
+        assert status.not_ready == ["stream s (edged): degraded: XREADGROUP s: WRONGTYPE "
+                                    "Operation against a key holding the wrong kind of value"]
+        state.last_progress = time.monotonic() - 60
+        assert daemon.status().alive
+        assert "DEGRADED stream s (edged)" in status.line()
+        fields = status.heartbeat_fields()
+        assert fields[HB_READY] == "0"
+        assert "WRONGTYPE" in json.loads(fields[HB_DEGRADED])["s/edged"]
+        stream.health.ok("reclaim")  # another operation working does not clear it
+        assert not daemon.status().ready
+        stream.health.ok("read")
+        status = daemon.status()
+        assert status.ready and not status.degraded
+        assert json.loads(status.heartbeat_fields()[HB_DEGRADED]) == {}
+        assert status.streams[0].errors == 2
+        assert status.streams[0].last_error is not None
+    finally:
+        await daemon.client.aclose()

@@ -197,3 +197,54 @@ def test_an_outage_longer_than_every_background_tick(
         for d in spawned:
             d.kill()
         server.stop()
+
+
+@pytest.mark.anyio
+async def test_an_error_that_escapes_a_streams_parts_restarts_that_stream_only(
+    server: Server, r: redis.Redis, stream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The net under the loops: a bug (here, injected: the reader's first read raises, as a
+    reply edged cannot parse would) ends the stream's parts while an entry is in flight. Must
+    hold: the stream starts again on fresh parts (one restart counted, degraded meanwhile, the
+    traceback logged), re-reads its own pending entry first and handles it, handles a new one,
+    leaves nothing pending, and is healthy again."""
+    import anyio
+
+    from edged import Event
+    from edged.consume.reader import Reader
+    from tests.support import Consuming, edged_client, make_consumer, until
+
+    seen: list[str] = []
+    gate = anyio.Event()
+
+    async def handler(event: Event) -> None:
+        seen.append(event.id)
+        if len(seen) == 1:
+            await gate.wait()  # in flight when the reader fails
+
+    real = Reader._read_once
+    calls = {"n": 0}
+
+    async def failing_once(self: Reader) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:  # history page, switch to ">", then this one
+            raise RuntimeError("a reply edged does not understand")
+        return await real(self)
+
+    monkeypatch.setattr(Reader, "_read_once", failing_once)
+    first = r.xadd(stream, {"payload": b"{}"}).decode()
+    client = edged_client(server.url, socket_timeout=30)
+    try:
+        consumer = make_consumer(client, stream, handler, concurrency=2)
+        async with Consuming(consumer):
+            await until(lambda: consumer.restarts == 1, what="one restart")
+            gate.set()
+            await until(lambda: seen.count(first) == 2, what="its own pending entry run again")
+            second = r.xadd(stream, {"payload": b"{}"}).decode()
+            await until(lambda: second in seen, what="a new entry handled")
+            await until(lambda: r.xpending(stream, "edged")["pending"] == 0, what="drained")
+            await until(lambda: not consumer.health.degraded, what="healthy again")
+            assert consumer.health.last_error is not None
+            assert "does not understand" in consumer.health.last_error
+    finally:
+        await client.aclose()
