@@ -30,6 +30,8 @@ INSPECT = (
 
 OPERATE = (
     f"{INSPECT} +xadd +wait +xclaim +xack +xdel +xtrim +eval +evalsha +script|load"
+    # dlq replay: the XADD and its check script go in one MULTI/EXEC
+    " +multi +exec"
 )
 
 # For the sentinels' own ACL user (redis-py asks SENTINEL MASTERS; edged subscribes to

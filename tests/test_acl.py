@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 
 from edged import acl
+from edged.keys import DEAD_ID, DEAD_STREAM
 from tests.servers import Server
 from tests.support import DaemonProcess, run_edged, wait_for, write_config
 from tests.support import test_env as edged_env
@@ -81,7 +82,8 @@ def test_cli_as_inspect_and_operate_users(
     server: Server, r: redis.Redis, stream: str, tmp_path: Path
 ) -> None:
     """`edged publish --wait-replicas 0` runs as an acl.OPERATE user and `edged dlq list` as an
-    acl.INSPECT user (password files via a config). Both succeed and ACL LOG records no denial;
+    acl.INSPECT user (password files via a config), `edged dlq replay` as the OPERATE user too.
+    All succeed and ACL LOG records no denial;
     the inspect user cannot publish (exit 1, "no permissions" named)."""
     op_user, op_pw = make_user(r, acl.OPERATE, f"~{stream}*")
     in_user, in_pw = make_user(r, acl.INSPECT, f"~{stream}* ~edged:*")
@@ -98,6 +100,12 @@ def test_cli_as_inspect_and_operate_users(
     listing = run_edged("dlq", "list", stream, "-c", str(configs["in"]), "--url", server.url,
                         "--json")
     assert listing.returncode == 0, listing.stderr
+    # A dead entry as edged writes them (its metadata first), replayed by the operate user.
+    r.xadd(f"{stream}:dead", {DEAD_ID: "1-0", DEAD_STREAM: stream, "payload": b'{"b": 2}'})
+    replay = run_edged("dlq", "replay", stream, "--all", "-c", str(configs["op"]), "--url",
+                       server.url)
+    assert replay.returncode == 0, replay.stderr
+    assert r.xlen(stream) == 2 and r.xlen(f"{stream}:dead") == 0
     refused = run_edged("publish", stream, "{}", "-c", str(configs["in"]), "--url", server.url)
     assert refused.returncode == 1 and "no permissions" in refused.stderr
     assert denials(r, op_user) == []

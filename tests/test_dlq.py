@@ -371,3 +371,39 @@ def test_dead_letter_stream_from_config_or_option(
     assert res.returncode == 0, res.stderr
     assert len(json.loads(res.stdout)["replayed"]) == 1
     assert r.xlen(custom) == 0
+
+
+def test_replay_of_a_wide_binary_entry_is_byte_for_byte(
+    server: Server, r: redis.Redis, stream: str
+) -> None:
+    """An entry of 12 000 fields, with a non-UTF-8 name, a name given twice and a field named
+    like edged's own `edged-reason`, is dead-lettered (malformed: it cannot become an Event), then
+    `dlq replay --all`. Must hold: the replayed entry's fields are the original's exactly, in
+    order (nothing stripped but edged's metadata), and the dead-letter stream is empty."""
+    flat = [b"payload", b"{}", b"\xffbin", b"1", b"dup", b"a", b"dup", b"b",
+            b"edged-reason", b"the producer's own"]
+    flat += [x for i in range(12_000) for x in (f"w{i}".encode(), b"\x00")]
+    r.execute_command("XADD", stream, "*", *flat)
+
+    async def handler(event: Event) -> None:
+        raise AssertionError("a malformed entry never reaches the handler")
+
+    async def go() -> None:
+        client = edged_client(server.url, socket_timeout=30)
+        try:
+            consumer = make_consumer(client, stream, handler, concurrency=1)
+            async with Consuming(consumer):
+                await until(lambda: consumer.stats.dead_lettered == 1, what="dead-lettered")
+        finally:
+            await client.aclose()
+
+    anyio.run(go)
+    res = dlq(server, "replay", stream, "--all", "--json")
+    assert res.returncode == 0, res.stderr
+    new_id = json.loads(res.stdout)["replayed"][0]["new_id"]
+    assert r.xlen(f"{stream}:dead") == 0
+    raw = r.client()
+    raw.response_callbacks = {**raw.response_callbacks, "XRANGE": lambda reply, **_: reply}
+    [(got_id, got)] = raw.execute_command("XRANGE", stream, new_id, new_id)
+    assert got_id.decode() == new_id
+    assert got == flat

@@ -230,18 +230,52 @@ async def show_dead(client: Redis, dead_letter: str, dead_id: str) -> DeadEntry:
 # --------------------------------------------------------------------------- actions
 
 
-class ReplayScript:
-    """lua/dlq_replay.lua on one client: re-publish one entry and delete it, atomically."""
+# XRANGE of one entry through EVAL: the reply comes back flat, as stored (duplicate and binary
+# field names kept), where redis-py would make it a dict.
+_READ_ENTRY = "return redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])"
 
-    def __init__(self, client: Redis) -> None:
-        self._script = client.register_script(source("dlq_replay"))
 
-    async def __call__(self, dead_letter: str, stream: bytes, dead_id: str) -> str | None:
-        """The new id in ``stream``, or None if ``dead_id`` is no longer in ``dead_letter``."""
-        result = await self._script(
-            keys=[dead_letter, stream], args=[dead_id, DEAD_STREAM, *DEAD_METADATA_FIELDS]
-        )
-        return None if result is None else text(result)
+async def _read_flat(client: Redis, key: str, entry_id: str) -> list[bytes] | None:
+    """The fields of one entry, flat and as stored; None if it is not there."""
+    rows = await client.eval(_READ_ENTRY, 1, key, entry_id)
+    return list(rows[0][1]) if rows else None
+
+
+def original_fields(flat: list[bytes]) -> tuple[bytes | None, list[bytes]]:
+    """(the stream a dead entry came from, its original fields): the first field of each
+    ``edged-*`` name is edged's (they come first); any later one is the entry's own."""
+    names = {name.encode() for name in DEAD_METADATA_FIELDS}
+    origin: bytes | None = None
+    kept: list[bytes] = []
+    for name, value in zip(flat[::2], flat[1::2], strict=True):
+        if name in names:
+            names.discard(name)
+            if name == DEAD_STREAM.encode():
+                origin = value
+            continue
+        kept += [name, value]
+    return origin, kept
+
+
+async def _republish(client: Redis, dead_letter: str, origin: bytes, dead_id: str,
+                     fields: list[bytes]) -> str | None:
+    """XADD the fields to ``origin`` and delete ``dead_id``, atomically (lua/dlq_replay.lua);
+    the new id, or None if ``dead_id`` was gone."""
+    pipe = client.pipeline(transaction=True)
+    pipe.execute_command("XADD", origin, "*", *fields)
+    pipe.execute_command("EVAL", _REPLAY_SOURCE, 2, dead_letter, origin, dead_id, len(fields),
+                         fields[0], fields[1])
+    try:
+        added, result = await pipe.execute(raise_on_error=False)
+    finally:
+        await pipe.reset()
+    for outcome in (added, result):  # the XADD's error first: it is the cause
+        if isinstance(outcome, Exception):
+            raise outcome
+    return None if result is None else text(result)
+
+
+_REPLAY_SOURCE = source("dlq_replay")
 
 
 async def _all_ids(client: Redis, dead_letter: str) -> list[str]:
@@ -262,37 +296,43 @@ async def _all_ids(client: Redis, dead_letter: str) -> list[str]:
 
 async def replay(client: Redis, dead_letter: str, ids: list[str] | None = None) -> ReplayResult:
     """Re-publish entries (``ids``, or all when None) to their original streams, original fields
-    only; each is deleted from ``dead_letter`` in the same script, only if its XADD succeeded.
+    only; each is deleted from ``dead_letter`` in the same MULTI/EXEC as its XADD, only if the
+    XADD succeeded (and the copy deleted again if the entry was replayed or purged meanwhile).
 
     Entries that cannot be replayed (not there, no ``edged-stream``, refused) are reported in
     ``failed`` and left as they are; the others are still replayed.
     """
-    script = ReplayScript(client)
     replayed: list[Replayed] = []
     failed: list[Failure] = []
     todo = await _all_ids(client, dead_letter) if ids is None else list(dict.fromkeys(ids))
     for dead_id in todo:
-        rows = await _xrange(client, dead_letter, dead_id, dead_id, 1)
-        if not rows:
-            failed.append(Failure(dead_id, f"not in dead-letter stream {dead_letter!r}"))
-            continue
-        origin = rows[0][1].get(DEAD_STREAM.encode())
-        if origin is None:
-            failed.append(Failure(
-                dead_id, f"has no {DEAD_STREAM} field: edged does not know where it came from"
-            ))
-            continue
-        stream = origin.decode("utf-8", errors="replace")  # for the report; the key stays bytes
-        try:
-            new_id = await script(dead_letter, origin, dead_id)
-        except ResponseError as exc:  # the script's own refusals, or WRONGTYPE, OOM, NOPERM...
-            failed.append(Failure(dead_id, f"not replayed: {exc}"))
-            continue
-        if new_id is None:  # deleted between our read and the script (another replay or purge)
-            failed.append(Failure(dead_id, f"not in dead-letter stream {dead_letter!r}"))
-            continue
-        replayed.append(Replayed(dead_id=dead_id, stream=stream, new_id=new_id))
+        outcome = await _replay_one(client, dead_letter, dead_id)
+        if isinstance(outcome, Replayed):
+            replayed.append(outcome)
+        else:
+            failed.append(outcome)
     return ReplayResult(dead_letter=dead_letter, replayed=replayed, failed=failed)
+
+
+async def _replay_one(client: Redis, dead_letter: str, dead_id: str) -> Replayed | Failure:
+    flat = await _read_flat(client, dead_letter, dead_id)
+    if flat is None:
+        return Failure(dead_id, f"not in dead-letter stream {dead_letter!r}")
+    origin, fields = original_fields(flat)
+    if origin is None:
+        return Failure(dead_id, f"has no {DEAD_STREAM} field: edged does not know where it came "
+                       "from")
+    if not fields:
+        return Failure(dead_id, "not replayed: the entry has no original fields to replay")
+    try:
+        new_id = await _republish(client, dead_letter, origin, dead_id, fields)
+    except ResponseError as exc:  # WRONGTYPE, OOM, NOPERM...
+        return Failure(dead_id, f"not replayed: {exc}")
+    if new_id is None:  # deleted between our read and the script (another replay or purge)
+        return Failure(dead_id, f"not in dead-letter stream {dead_letter!r}")
+    # For the report; the key stays bytes.
+    return Replayed(dead_id=dead_id, stream=origin.decode("utf-8", errors="replace"),
+                    new_id=new_id)
 
 
 async def purge(

@@ -245,8 +245,9 @@ class Daemon:
                 with anyio.move_on_after(delay):
                     await self.stop_requested.wait()
             except RedisError as exc:  # e.g. an ACL user without INFO: the summary is optional
-                log.info("edged %s pid %d consumer %s: %s at %s (%s)", __version__, os.getpid(),
-                         self.consumer, "Redis", target, exc)
+                log.info("edged %s pid %d consumer %s: server at %s (not described: %s), "
+                         "%d stream(s)", __version__, os.getpid(), self.consumer, target, exc,
+                         len(self.streams))
                 return
         else:
             return

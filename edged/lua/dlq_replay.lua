@@ -1,38 +1,26 @@
--- Replay one dead-letter entry: XADD its original fields to its original stream, then XDEL it
--- from the dead-letter stream, in one step, so that an entry is never lost (deleted but not
--- re-published) nor left behind after a successful re-publish.
--- KEYS[1] dead-letter stream; KEYS[2] original stream (the client read it from edged-stream,
--- and it must be a declared key); ARGV[1] dead entry id (full ms-seq);
--- ARGV[2] name of the field that names the original stream;
--- ARGV[3..] names of the metadata fields edged added, stripped before the re-publish.
--- Returns the new id, or false when the entry is not (or no longer) in the dead-letter stream.
+-- Second half of a replay, run in one MULTI/EXEC right after the XADD that re-published the
+-- entry's original fields to its stream (admin/dlq.py): delete the dead-letter entry and keep
+-- the copy; or, if the dead-letter entry is gone already (replayed or purged meanwhile), delete
+-- the copy again. Nothing can run between the XADD and this script. The copy is written by a
+-- plain XADD, not from here: Lua cannot pass more than about 8 000 arguments to one
+-- redis.call, and entries may have tens of thousands of fields.
+-- KEYS[1] dead-letter stream; KEYS[2] original stream
+-- ARGV[1] dead entry id (full ms-seq); ARGV[2] how many names and values the copy has;
+-- ARGV[3], ARGV[4] its first name and value: proof the last entry is the copy (if the XADD
+-- failed, the last entry is somebody else's and must be left alone).
+-- Returns the copy's id, or false when the dead-letter entry was gone.
 local dead, origin, dead_id = KEYS[1], KEYS[2], ARGV[1]
-local rows = redis.call('XRANGE', dead, dead_id, dead_id)
-if #rows == 0 then
+local found, last = pcall(redis.call, 'XREVRANGE', origin, '+', '-', 'COUNT', 1)
+if not found or #last == 0 then
+  return redis.error_reply('the replayed copy of ' .. dead_id .. ' was not written')
+end
+local copy = last[1]
+local kv = copy[2]
+if #kv ~= tonumber(ARGV[2]) or kv[1] ~= ARGV[3] or kv[2] ~= ARGV[4] then
+  return redis.error_reply('the replayed copy of ' .. dead_id .. ' was not written')
+end
+if redis.call('XDEL', dead, dead_id) == 0 then
+  redis.call('XDEL', origin, copy[1])
   return false
 end
-local strip = {}
-for i = 3, #ARGV do
-  strip[ARGV[i]] = true
-end
-local kv, fields, from = rows[1][2], {}, nil
-for i = 1, #kv, 2 do
-  if kv[i] == ARGV[2] then
-    from = kv[i + 1]
-  end
-  if not strip[kv[i]] then
-    fields[#fields + 1] = kv[i]
-    fields[#fields + 1] = kv[i + 1]
-  end
-end
--- The entry cannot change (stream entries are immutable), but the caller's idea of it could be
--- stale or wrong: never publish to a stream the entry does not name.
-if from ~= origin then
-  return redis.error_reply('entry names stream ' .. tostring(from) .. ', not ' .. origin)
-end
-if #fields == 0 then
-  return redis.error_reply('entry has no original fields to replay')
-end
-local new_id = redis.call('XADD', origin, '*', unpack(fields))
-redis.call('XDEL', dead, rows[1][1])
-return new_id
+return copy[1]
