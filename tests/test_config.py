@@ -325,6 +325,7 @@ def test_bad_url_override_names_its_source(tmp_path: Path, url: str) -> None:
         assert SECRET not in out and "Traceback" not in out, (source, out)
     other = run_edged("pending", "s", "--url", url, timeout=30)
     assert other.returncode == 78, other.stderr
+    assert other.stderr.startswith("edged: --url: "), other.stderr
     assert SECRET not in other.stdout + other.stderr and "Traceback" not in other.stderr
 
 

@@ -14,10 +14,10 @@ import typer
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from edged.config import DEFAULT_CONFIG_PATH, Config, load_config
+from edged.config import DEFAULT_CONFIG_PATH, Config, check_redis_url, load_config
 from edged.connect.client import describe_target, make_client
 from edged.connect.transient import TRANSIENT_ERRORS
-from edged.errors import EdgedError, RedisUnavailable
+from edged.errors import ConfigError, EdgedError, RedisUnavailable
 from edged.state import read_record
 
 ConfigOpt = Annotated[
@@ -72,12 +72,25 @@ def resolve_connection(config: Path | None, url: str | None) -> tuple[Config, st
     """The config to use and the URL override: --url, $EDGED_REDIS_URL, else the embedded one."""
     path = config_path(config)
     cfg = load_config(path) if path is not None else Config()
-    url = url or os.environ.get("EDGED_REDIS_URL")
+    if url:
+        check_url_override(url, "--url")
+    else:
+        url = os.environ.get("EDGED_REDIS_URL")
+        if url:
+            check_url_override(url, "$EDGED_REDIS_URL")
     if url is None and path is None:
         record = read_record()
         if record is not None:
             url = record.url
     return cfg, url
+
+
+def check_url_override(url: str, url_from: str) -> None:
+    """The Redis URL from ``--url`` or ``$EDGED_REDIS_URL`` (named by ``url_from``) is usable."""
+    try:
+        check_redis_url(url)
+    except ValueError as exc:  # the message never holds the URL: it may hold a password
+        raise ConfigError(f"{url_from}: {exc}") from None
 
 
 @asynccontextmanager

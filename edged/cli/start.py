@@ -9,13 +9,12 @@ from typing import Annotated
 import anyio
 import typer
 
-from edged.cli.options import ConfigOpt, UrlOpt, config_path, exits
+from edged.cli.options import ConfigOpt, UrlOpt, check_url_override, config_path, exits
 from edged.config import (
     DEFAULT_CONFIG_PATH,
     Config,
     ExecHandler,
     check_consumer_name,
-    check_redis_url,
     config_error,
     demo_config,
     load_config,
@@ -39,14 +38,6 @@ def preflight(cfg: Config, source: str, url: str | None = None, url_from: str = 
         raise config_error(source, "$.daemon.consumer", problem)
     check_credentials(cfg.redis, source)
     check_handlers(cfg, source)
-
-
-def check_url_override(url: str, url_from: str) -> None:
-    """The Redis URL from ``--url`` or ``$EDGED_REDIS_URL`` (named by ``url_from``) is usable."""
-    try:
-        check_redis_url(url)
-    except ValueError as exc:  # the message never holds the URL: it may hold a password
-        raise ConfigError(f"{url_from}: {exc}") from None
 
 
 def check_handlers(cfg: Config, source: str = "<config>") -> None:
