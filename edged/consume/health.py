@@ -30,7 +30,7 @@ log = logging.getLogger("edged.consumer")
 
 # Retrying a stream whose key is the wrong type more often than this helps nobody, and an
 # operator who fixed the cause should not wait longer than this for the stream to resume.
-DEGRADED_RETRY_CAP = 15.0
+DEGRADED_RETRY_CAP = 5.0
 
 
 class StreamHealth:
