@@ -128,3 +128,22 @@ async def test_a_degraded_stream_shows_everywhere_and_clears(tmp_path: Path) -> 
         assert status.streams[0].last_error is not None
     finally:
         await daemon.client.aclose()
+
+
+def test_a_problem_that_may_never_be_retried_here_is_forgotten_unless_it_recurs() -> None:
+    """A dead-letter failure is kept only while it recurs (a peer may settle the entry, and
+    then nothing here would ever prove the dead-letter stream works again); a read failure is
+    kept until a read works."""
+    from redis.exceptions import ResponseError
+
+    from edged.consume.health import StreamHealth
+    from tests.support import wait_for
+
+    health = StreamHealth("s", "g")
+    health.failed("dead-letter", "XADD", "s:dead", ResponseError("WRONGTYPE x"), expires_after=0.2)
+    health.failed("read", "XREADGROUP", "s", ResponseError("WRONGTYPE y"))
+    assert health.degraded and "s:dead" in health.describe()
+    wait_for(lambda: "s:dead" not in health.describe(), 5, what="the dead-letter problem expired")
+    assert health.degraded and health.describe() == "XREADGROUP s: WRONGTYPE y"
+    health.ok("read")
+    assert not health.degraded and health.since is None

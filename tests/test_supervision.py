@@ -248,3 +248,33 @@ async def test_an_error_that_escapes_a_streams_parts_restarts_that_stream_only(
             assert "does not understand" in consumer.health.last_error
     finally:
         await client.aclose()
+
+
+def test_a_dead_letter_key_of_the_wrong_type_keeps_the_entry_and_the_stream_going(
+    server: Server, r: redis.Redis, stream: str, fleet: Fleet
+) -> None:
+    """The dead-letter key is a string, so a rejected entry cannot be dead-lettered. Must hold:
+    the stream is degraded naming the dead-letter key and WRONGTYPE; the entry stays pending
+    (nothing lost, no half-written copy); good entries are still handled; once the key is
+    deleted the entry is dead-lettered on a later delivery, nothing stays pending, and the
+    stream is healthy again."""
+    dead = f"{stream}:dead"
+    r.set(dead, "not a stream")
+    port = free_port()
+    daemon = fleet.start("sv4", [stream_cfg(stream, **{"max-deliveries": 50})],
+                         listen=f"127.0.0.1:{port}")
+    daemon.wait_ready()
+    rejected = r.xadd(stream, {"payload": b'{"reject": "no"}'}).decode()
+    wait_for(lambda: metric(port, "edged_stream_degraded", stream) == 1, what="degraded")
+    body = http(port, "/readyz")[1]
+    assert f"XADD {dead}: WRONGTYPE" in body, body
+    assert r.xpending(stream, "edged")["pending"] == 1
+    r.xadd(stream, {"payload": b"{}"})
+    wait_for(lambda: handled(r, stream) == 1, what="a good entry handled meanwhile")
+    r.delete(dead)
+    wait_for(lambda: r.exists(dead) and r.xlen(dead) == 1, 30,
+             what=lambda: f"dead-lettered after the fix:\n{daemon.output()}")
+    assert r.xrange(dead)[0][1][b"edged-id"].decode() == rejected
+    wait_for(lambda: r.xpending(stream, "edged")["pending"] == 0, what="drained")
+    wait_for(lambda: metric(port, "edged_stream_degraded", stream) == 0, 30, what="healthy")
+    assert daemon.proc.poll() is None

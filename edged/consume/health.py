@@ -43,17 +43,26 @@ class StreamHealth:
         self.last_error: str | None = None  # kept after recovery, for `edged status`
         self.errors = 0  # every failure counted, for edged_stream_errors_total
         self.backoff = Backoff(base=0.5, cap=DEGRADED_RETRY_CAP)
+        self._expires: dict[str, float] = {}  # operation -> when its problem is forgotten
 
     @property
     def degraded(self) -> bool:
+        self._expire()
         return bool(self.problems)
 
     def describe(self) -> str:
         """One line: every failing operation, or "" when healthy."""
+        self._expire()
         return "; ".join(self.problems.values())
 
-    def failed(self, operation: str, command: str, key: str, exc: BaseException) -> float:
-        """Record a failure of ``operation``; returns how long to wait before trying again."""
+    def failed(self, operation: str, command: str, key: str, exc: BaseException,
+               expires_after: float | None = None) -> float:
+        """Record a failure of ``operation``; returns how long to wait before trying again.
+
+        ``expires_after``: for operations that may never run again here to prove they work (a
+        dead-letter: the entry may be settled by a peer meanwhile), the problem is forgotten
+        if it has not recurred within that many seconds.
+        """
         self.errors += 1
         message = f"{command} {key}: {_error_text(exc)}"
         if self.problems.get(operation) != message:
@@ -63,18 +72,32 @@ class StreamHealth:
             self.since = time.monotonic()
         self.problems[operation] = message
         self.last_error = message
+        if expires_after is None:
+            self._expires.pop(operation, None)
+        else:
+            self._expires[operation] = time.monotonic() + expires_after
         return self.backoff.next_delay()
 
     def ok(self, *operations: str) -> None:
         """``operations`` worked: clear their problems; the stream resumes when none is left."""
-        cleared = [op for op in operations if self.problems.pop(op, None) is not None]
-        if not cleared or self.problems:
+        self._clear([op for op in operations if op in self.problems], "works again")
+
+    def _expire(self) -> None:
+        if self._expires:
+            now = time.monotonic()
+            self._clear([op for op, at in self._expires.items() if at <= now], "did not recur")
+
+    def _clear(self, operations: list[str], why: str) -> None:
+        for op in operations:
+            self.problems.pop(op, None)
+            self._expires.pop(op, None)
+        if not operations or self.problems:
             return
         took = time.monotonic() - (self.since or time.monotonic())
         self.since = None
         self.backoff.reset()
-        log.warning("stream %s (group %s): resumed after %.1fs degraded (%s works again)",
-                    self.stream, self.group, took, " and ".join(cleared))
+        log.warning("stream %s (group %s): resumed after %.1fs degraded (%s %s)",
+                    self.stream, self.group, took, " and ".join(operations), why)
 
 
 # redis-py drops the error code of the replies it has a class for; operators know the code.

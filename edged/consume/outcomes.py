@@ -199,7 +199,10 @@ class Workers:
             log.warning("stream %s: could not dead-letter %s (%s); it stays pending",
                         s.stream, entry_id, exc)
             if not isinstance(exc, TRANSIENT_ERRORS):  # WRONGTYPE dead-letter key, NOPERM...
-                s.health.failed("dead-letter", "XADD", s.cfg.dead_letter_stream, exc)
+                # Forgotten unless it recurs: a peer may dead-letter the entry meanwhile.
+                cfg = s.cfg
+                s.health.failed("dead-letter", "XADD", cfg.dead_letter_stream, exc,
+                                expires_after=2 * (cfg.claim_idle.seconds + cfg.claim_interval.seconds))
         else:
             if s.health.problems:
                 s.health.ok("dead-letter")

@@ -37,6 +37,8 @@ class Ownership:
             ids = [i for i in s.inflight.tick() if i not in s.lost]
             ids += s.retries.ids()
             if not ids:
+                if s.health.problems:
+                    s.health.ok("lease")  # nothing left to keep: no lease can be failing
                 continue
             try:
                 lost = await self._scripts.extend_leases(s.stream, s.group, s.consumer, ids)
