@@ -278,3 +278,35 @@ def test_a_dead_letter_key_of_the_wrong_type_keeps_the_entry_and_the_stream_goin
     wait_for(lambda: r.xpending(stream, "edged")["pending"] == 0, what="drained")
     wait_for(lambda: metric(port, "edged_stream_degraded", stream) == 0, 30, what="healthy")
     assert daemon.proc.poll() is None
+
+
+def test_a_flood_of_http_clients_past_the_file_limit_stops_only_http(
+    server: Server, r: redis.Redis, stream: str, fleet: Fleet
+) -> None:
+    """The daemon's open-file limit is cut (prlimit) to a few above what it uses, then more
+    HTTP clients connect than that allows and send nothing. Must hold: accepting fails
+    (EMFILE) and is retried, the daemon keeps running and handling entries, and once the
+    clients are gone (closed here, and by the read timeout on its side) /readyz answers 200."""
+    import resource
+    import socket
+
+    port = free_port()
+    daemon = fleet.start("sv5", [stream_cfg(stream)], listen=f"127.0.0.1:{port}")
+    daemon.wait_ready()
+    used = len(list(Path(f"/proc/{daemon.pid}/fd").iterdir()))
+    soft, hard = resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (used + 4, hard))
+    clients = []
+    try:
+        for _ in range(30):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        daemon.wait_output("cannot accept a connection")
+        assert daemon.proc.poll() is None, daemon.output()
+    finally:
+        for c in clients:
+            c.close()
+    resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (soft, hard))
+    r.xadd(stream, {"payload": b"{}"})
+    wait_for(lambda: handled(r, stream) == 1, 30, what=lambda: f"handled:\n{daemon.output()}")
+    wait_for(lambda: http(port, "/readyz")[0] == 200, 30, what="HTTP answers again")
+    assert daemon.proc.poll() is None, daemon.output()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -35,6 +36,9 @@ REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not All
 
 class ListenError(Exception):
     """The HTTP address cannot be bound; the message names it."""
+
+
+ACCEPT_RETRY = 1.0
 
 
 class HealthServer:
@@ -63,8 +67,22 @@ class HealthServer:
 
     async def serve(self) -> None:
         assert self._listener is not None, "bind() first"
-        async with self._listener:
-            await self._listener.serve(self._handle)
+        # A MultiListener (one socket per address family) has no accept(): one loop each.
+        sockets = getattr(self._listener, "listeners", [self._listener])
+        async with self._listener, anyio.create_task_group() as requests:
+            for listener in sockets:
+                requests.start_soon(self._accept_loop, listener, requests)
+
+    async def _accept_loop(self, listener: Any, requests: anyio.abc.TaskGroup) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:  # EMFILE under a flood of clients: HTTP waits, edged goes on
+                log.warning("HTTP: cannot accept a connection (%s); trying again in %.0fs",
+                            exc, ACCEPT_RETRY)
+                await anyio.sleep(ACCEPT_RETRY)
+                continue
+            requests.start_soon(self._handle, stream)
 
     async def _handle(self, stream: anyio.abc.SocketStream) -> None:
         async with stream:
