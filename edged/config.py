@@ -253,7 +253,9 @@ class SentinelConfig(_Section, frozen=True):
     username: NonEmpty | None = None
     """ACL user on the sentinels themselves; the primary's user is ``[redis] username``."""
     password_file: str | None = None
-    """A file holding only the sentinels' password; none when not given."""
+    """A file holding only the sentinels' password; when not given,
+    ``$CREDENTIALS_DIRECTORY/sentinel`` if that exists (``LoadCredential=sentinel:...``), else
+    none."""
     tls: TLSConfig | None = None
     """TLS towards the sentinels; the primary's TLS is ``[redis.tls]``."""
 

@@ -251,7 +251,8 @@ def test_daemon_talks_to_sentinels_as_the_documented_acl_user(
 
     Must hold: the daemon becomes ready and handles the published entry; the sentinels' ACL
     LOG (read as `default`) has no entry for edged-sentinel; the password is not in the
-    daemon's output."""
+    daemon's output. A config without the sentinel password-file works with systemd's
+    credential `sentinel` and fails without it."""
     c, password = acl_cluster
     pw_file = tmp_path / "sentinel-pw"
     pw_file.write_text(password + "\n")
@@ -280,6 +281,19 @@ def test_daemon_talks_to_sentinels_as_the_documented_acl_user(
             assert denials(admin, SENTINEL_USER) == [], f"sentinel {s.port}"
     assert password not in daemon.output()
     assert password not in res.stdout + res.stderr
+    # Without password-file, the sentinels' password comes from systemd's credential
+    # `sentinel` (LoadCredential=sentinel:...), and only from there.
+    bare = tmp_path / "bare.toml"
+    bare.write_text(cfg.read_text().replace(f'password-file = "{pw_file}"\n', "", 1))
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "sentinel").write_text(password + "\n")
+    via_credential = run_edged("publish", stream, '{"via": "credential"}', "-c", str(bare),
+                               env={**env, "CREDENTIALS_DIRECTORY": str(creds)})
+    assert via_credential.returncode == 0, via_credential.stderr
+    # (after the ACL LOG check: a refused login is logged there)
+    refused = run_edged("publish", stream, "{}", "-c", str(bare), env=env, timeout=60)
+    assert refused.returncode != 0, refused.stdout
 
 
 def _subscribed(s: SentinelProcess) -> bool:

@@ -17,8 +17,10 @@ from redis.asyncio.connection import AbstractConnection
 from edged.config import RedisConfig, TLSConfig, config_error
 from edged.errors import ConfigError
 
-# Under systemd, LoadCredential=redis:/path puts the secret in $CREDENTIALS_DIRECTORY/redis.
+# Under systemd, LoadCredential=redis:/path puts the secret in $CREDENTIALS_DIRECTORY/redis;
+# the sentinels' own password, if they have one, comes as LoadCredential=sentinel:/path.
 CREDENTIAL_NAME = "redis"
+SENTINEL_CREDENTIAL_NAME = "sentinel"
 
 # No CLIENT SETINFO on connect: Redis 7.0 lacks it, and a least-privilege ACL user would fill
 # ACL LOG with its denials on 7.2+. redis-py 8 spells this driver_info=None; older, lib_name.
@@ -29,9 +31,9 @@ NO_CLIENT_SETINFO: dict[str, Any] = (
 )
 
 
-def read_secret(path: str | None) -> str | None:
-    """The password from ``path`` (first line), else from systemd's credential directory."""
-    path = secret_path(path)
+def read_secret(path: str | None, credential: str = CREDENTIAL_NAME) -> str | None:
+    """The password from ``path`` (first line), else from systemd's credential ``credential``."""
+    path = secret_path(path, credential)
     if path is None:
         return None
     try:
@@ -40,14 +42,14 @@ def read_secret(path: str | None) -> str | None:
         raise ConfigError(f"password-file {exc}") from None
 
 
-def secret_path(path: str | None) -> str | None:
-    """``path``, else ``$CREDENTIALS_DIRECTORY/redis`` if that exists, else None."""
+def secret_path(path: str | None, credential: str = CREDENTIAL_NAME) -> str | None:
+    """``path``, else ``$CREDENTIALS_DIRECTORY/<credential>`` if that exists, else None."""
     if path is not None:
         return path
     creds = os.environ.get("CREDENTIALS_DIRECTORY")
-    if not creds or not (Path(creds) / CREDENTIAL_NAME).is_file():
+    if not creds or not (Path(creds) / credential).is_file():
         return None
-    return str(Path(creds) / CREDENTIAL_NAME)
+    return str(Path(creds) / credential)
 
 
 def _read_secret_file(path: str) -> str:
@@ -75,7 +77,8 @@ def check_credentials(cfg: RedisConfig, source: str) -> None:
     _check_secret(secret_path(cfg.password_file), source, "$.redis.password-file")
     check_tls_files(cfg.tls, source, "$.redis.tls")
     if cfg.sentinel is not None:
-        _check_secret(cfg.sentinel.password_file, source, "$.redis.sentinel.password-file")
+        _check_secret(secret_path(cfg.sentinel.password_file, SENTINEL_CREDENTIAL_NAME),
+                      source, "$.redis.sentinel.password-file")
         check_tls_files(cfg.sentinel.tls, source, "$.redis.sentinel.tls")
 
 

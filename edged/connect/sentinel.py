@@ -19,7 +19,12 @@ from redis.asyncio.sentinel import Sentinel
 
 from edged.backoff import Backoff
 from edged.config import RedisConfig, SentinelConfig, split_host_port
-from edged.connect.auth import NO_CLIENT_SETINFO, read_secret, tls_kwargs
+from edged.connect.auth import (
+    NO_CLIENT_SETINFO,
+    SENTINEL_CREDENTIAL_NAME,
+    read_secret,
+    tls_kwargs,
+)
 from edged.connect.transient import TRANSIENT_ERRORS
 
 log = logging.getLogger("edged.sentinel")
@@ -31,7 +36,7 @@ def sentinel_kwargs(cfg: SentinelConfig, socket_timeout: float) -> dict[str, Any
     """How to talk to the sentinels themselves (their own user, password, TLS)."""
     kwargs: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": 2.0,
                               "protocol": 2, **NO_CLIENT_SETINFO}
-    password = read_secret(cfg.password_file) if cfg.password_file else None
+    password = read_secret(cfg.password_file, SENTINEL_CREDENTIAL_NAME)
     if password is not None:
         kwargs["password"] = password
     if cfg.username is not None:
