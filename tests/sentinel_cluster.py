@@ -74,6 +74,8 @@ class SentinelProcess:
     monitor_port: int
     proc: subprocess.Popen[bytes] | None = None
     conf_extra: list[str] = field(default_factory=list)  # more sentinel.conf lines (TLS, ACL)
+    bind: str = "127.0.0.1"  # e.g. "0.0.0.0" for clients on other hosts (the fleet tests)
+    monitor_host: str = "127.0.0.1"  # the primary's address as the sentinels announce it
 
     @property
     def address(self) -> str:
@@ -84,10 +86,10 @@ class SentinelProcess:
         conf = self.data_dir / "sentinel.conf"
         conf.write_text("\n".join([
             f"port {self.port}",
-            "bind 127.0.0.1",
+            f"bind {self.bind}",
             f"dir {self.data_dir}",
             f"logfile {self.data_dir / 'sentinel.log'}",
-            f"sentinel monitor {self.service} 127.0.0.1 {self.monitor_port} 2",
+            f"sentinel monitor {self.service} {self.monitor_host} {self.monitor_port} 2",
             f"sentinel down-after-milliseconds {self.service} {DOWN_AFTER_MS}",
             f"sentinel failover-timeout {self.service} {FAILOVER_TIMEOUT_MS}",
             f"sentinel parallel-syncs {self.service} 1",

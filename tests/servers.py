@@ -57,6 +57,7 @@ class Server:
     data_dir: Path
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
+    bind: str = "127.0.0.1"  # e.g. "0.0.0.0" for clients on other hosts (the fleet tests)
 
     @property
     def url(self) -> str:
@@ -70,7 +71,7 @@ class Server:
     def start(self, timeout: float = 15.0) -> Server:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
-            server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+            server_binary(), "--port", str(self.port), "--bind", self.bind,
             "--dir", str(self.data_dir), "--save", "", "--appendonly", "no",
             "--logfile", str(self.data_dir / "server.log"), *self.extra,
         ]

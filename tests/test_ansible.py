@@ -144,3 +144,22 @@ def test_playbooks_gate_rollouts() -> None:
         assert play["serial"][0] == 1, name
     (rollback,) = _yaml(ANSIBLE / "rollback.yml")
     assert rollback["roles"][0]["vars"]["edged_rollback"] is True
+
+
+def test_systemd_tasks_survive_check_mode_before_the_first_install() -> None:
+    """In check mode on a fresh host the unit file is not written, and systemd knows no edged:
+    every task or handler that restarts or starts it is skipped then (run.yml reads whether the
+    unit exists; tests/fleet/test_rollout.py runs site.yml --check on fresh hosts)."""
+    guarded = []
+    for path in _role_task_files():
+        for task in _tasks(_yaml(path)):
+            if "ansible.builtin.systemd_service" in task:
+                guarded.append(task["name"])
+                assert "_edged_unit_file.stat.exists" in str(task.get("when", "")), (
+                    f"{path.name}: {task['name']!r} would fail in check mode on a fresh host")
+    assert len(guarded) == 2, guarded
+
+
+def test_pip_module_finds_packaging_on_the_hosts() -> None:
+    """Ansible's pip module imports packaging (or setuptools) on the host before it runs pip."""
+    assert "python3-packaging" in _defaults()["edged_system_packages"]

@@ -55,6 +55,9 @@ MIRROR = os.environ.get("EDGED_FLEET_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "openssh-server", "iproute2",
     "ca-certificates",
+    # What Ansible's modules import on the host (the role's apt and pip tasks): the hosts are
+    # offline, so the apt module could not install python3-apt itself.
+    "python3-apt", "python3-packaging",
 )
 # Bump when prepare_tree() changes: the cache key changes with it and a new tree is built.
 PREPARE_VERSION = 1
@@ -705,7 +708,8 @@ def build_wheelhouse(tree: Path, project_dir: Path, out_dir: Path, *,
     state = RunState(path=STATE_DIR / f"run-{os.getpid()}-{work.name}.json")
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     state.add("dirs", str(work))
-    name = f"edged-wh-{work.name.rsplit('-', 1)[-1]}"
+    # mkdtemp's suffix may hold "_", which nspawn refuses in a machine name.
+    name = f"edged-wh-{work.name.rsplit('-', 1)[-1].replace('_', '0')}"
     try:
         for sub in ("upper", "work", "root"):
             (work / sub).mkdir()
