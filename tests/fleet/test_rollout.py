@@ -641,6 +641,15 @@ def test_rollout_scenario(fleet: Fleet, redis_ha: Redis, wheelhouses: dict[str, 
         overall = [ln.strip() for ln in security.stdout.splitlines() if "Overall exposure" in ln]
         assert overall, security.stdout + security.stderr
         figures["systemd-analyze security edged"] = overall[0]
+
+        # The password: never in Ansible's output nor in a host's journal; on disk only in the
+        # root-only file the unit loads as a credential.
+        assert rd.password not in ans.log.read_text(), "the Redis password is in ansible output"
+        for h in hosts:
+            assert rd.password not in h.journal("edged", lines=100000), h.name
+            stat = h.run(["stat", "-c", "%U %a", "/etc/edged/redis.password"], check=True)
+            assert stat.stdout.split() == ["root", "600"], (h.name, stat.stdout)
+            assert rd.password not in h.run(["cat", "/etc/edged/edged.toml"]).stdout, h.name
     except BaseException:
         print(f"--- full ansible log: {ans.log}")
         print(diag())
