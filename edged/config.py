@@ -190,7 +190,7 @@ def _query_problem(query: str) -> str | None:
     overriding edged's own (protocol, timeouts), or fail on it when it first connects."""
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key != "db":
-            return f"query option {key!r} is not supported: only ?db=N"
+            return "a query option other than ?db=N is not supported"  # never quote it: a secret?
         if not _valid_db(value):
             return f"?db= is not a database number from 0 to {MAX_DB}"
     return None

@@ -1,13 +1,16 @@
 """Handlers the tests configure; they record what they ran into Redis so tests can check it.
 
 The payload steers them: {"sleep": s}, {"fail": true}, {"reject": "why"}, {"retry": true},
-{"hang": true} (until the key <stream>:release exists), {"exit": n} (sys.exit(n)). Every run is recorded as
+{"hang": true} (until the key <stream>:release exists), {"exit": n} (sys.exit(n)),
+{"cancel-self": true} (raise CancelledError), {"reject-surrogate": true} (a reason that is not
+valid UTF-8). Every run is recorded as
 "<id> <consumer> <delivery>" in the list <stream>:handled once the handler finished, and in
 <stream>:started when it started.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import anyio
@@ -46,6 +49,10 @@ async def record(event: Event) -> None:
         raise Reject(str(body["reject"]))
     if body.get("exit"):
         raise SystemExit(int(body["exit"]))
+    if body.get("cancel-self"):  # a CancelledError of the handler's own, not edged's
+        raise asyncio.CancelledError("the handler's own")
+    if body.get("reject-surrogate"):  # text decoded with surrogateescape: not valid UTF-8
+        raise Reject("bad " + b"\xff".decode("utf-8", "surrogateescape"))
     if body.get("retry"):
         await r.rpush(f"{event.stream}:failed", mark)
         raise Retry("told to retry")

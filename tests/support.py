@@ -186,12 +186,15 @@ class Fleet:
         self.tmp_path = tmp_path
         self.procs = procs
 
-    def start(self, consumer: str, streams: list[dict[str, Any]], **daemon: Any) -> DaemonProcess:
+    def start(self, consumer: str, streams: list[dict[str, Any]],
+              env: dict[str, str] | None = None, **daemon: Any) -> DaemonProcess:
+        """Start `edged start` as ``consumer``; ``daemon`` are [daemon] settings, ``env`` more
+        environment variables."""
         cfg = write_config(
             self.tmp_path / f"{consumer}.toml", streams,
             daemon={"consumer": consumer, "shutdown-grace": "5s", **daemon},
         )
-        env = test_env(EDGED_TEST_REDIS=self.url, EDGED_TEST_CONSUMER=consumer)
+        env = test_env(EDGED_TEST_REDIS=self.url, EDGED_TEST_CONSUMER=consumer, **(env or {}))
         d = DaemonProcess(cfg, self.url, self.tmp_path / f"{consumer}.log", env=env)
         self.procs.append(d)
         return d

@@ -69,9 +69,11 @@ def test_every_shape_of_poison_ends_handled_or_dead_lettered(
     """One daemon, entries of every bad shape, then a good one. Must hold: the non-UTF-8 field
     name and the duplicate field name are dead-lettered with a reason naming the fault, their
     copy byte for byte the entry's own fields; the entry with 10 000 fields that the handler
-    rejects is dead-lettered whole; a handler calling sys.exit() fails only its entry (dead-
-    lettered after max-deliveries); the wide entry, the 8 MiB payload and the payloads that are
-    not objects are handled; nothing stays pending; the daemon is still running."""
+    rejects is dead-lettered whole; a handler calling sys.exit() or raising a CancelledError of
+    its own fails only its entry (dead-lettered after max-deliveries), a reject reason that is not
+    valid UTF-8 is written escaped, and none of them restarts the stream; the wide entry, the
+    8 MiB payload and the payloads that are not objects are handled; nothing stays pending;
+    the daemon is still running."""
     daemon = fleet.start("p1", [stream_cfg(stream)])
     daemon.wait_ready()
     binary = [b"\xff\xfename", b"v", b"payload", b"{}"]
@@ -91,10 +93,13 @@ def test_every_shape_of_poison_ends_handled_or_dead_lettered(
         "string": xadd_raw(r, stream, [b"payload", b'"text"']),
         "undecodable": xadd_raw(r, stream, [b"payload", b"\xff{"]),
         "exit": xadd_raw(r, stream, [b"payload", b'{"exit": 3}']),
+        "cancel": xadd_raw(r, stream, [b"payload", b'{"cancel-self": true}']),
+        "surrogate": xadd_raw(r, stream, [b"payload", b'{"reject-surrogate": true}']),
         "good": xadd_raw(r, stream, [b"payload", b"{}"]),
     }
     dead = f"{stream}:dead"
-    expect_dead = {"binary", "duplicate", "wide_reject", "undecodable", "exit"}
+    expect_dead = {"binary", "duplicate", "wide_reject", "undecodable", "exit", "cancel",
+                   "surrogate"}
     expect_handled = set(ids) - expect_dead
     wait_for(lambda: {ids[k] for k in expect_handled} <= handled_ids(r, stream)
              and r.exists(dead) and r.xlen(dead) == len(expect_dead), 60,
@@ -115,6 +120,9 @@ def test_every_shape_of_poison_ends_handled_or_dead_lettered(
     assert fields == wide_reject
     assert b"undecodable" in copies[ids["undecodable"]][0][DEAD_REASON]
     assert b"SystemExit: 3" in copies[ids["exit"]][0][DEAD_REASON]
+    assert b"CancelledError raised by the handler" in copies[ids["cancel"]][0][DEAD_REASON]
+    assert copies[ids["surrogate"]][0][DEAD_REASON] == b"rejected: bad \\udcff"
+    assert "consumer failed" not in daemon.output()  # no restart of the stream for any of them
     assert daemon.proc.poll() is None, daemon.output()
     assert "Traceback" not in daemon.output()
 

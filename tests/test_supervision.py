@@ -286,12 +286,17 @@ def test_a_flood_of_http_clients_past_the_file_limit_stops_only_http(
     """The daemon's open-file limit is cut (prlimit) to a few above what it uses, then more
     HTTP clients connect than that allows and send nothing. Must hold: accepting fails
     (EMFILE) and is retried, the daemon keeps running and handling entries, and once the
-    clients are gone (closed here, and by the read timeout on its side) /readyz answers 200."""
+    clients are gone (closed here, and by the read timeout on its side) /readyz answers 200.
+    systemd's notification socket is set, so STATUS= is due while files are out too."""
     import resource
     import socket
 
     port = free_port()
-    daemon = fleet.start("sv5", [stream_cfg(stream)], listen=f"127.0.0.1:{port}")
+    # systemd's notification socket, so that STATUS= is sent (every 5 s) while files run out.
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(fleet.tmp_path / "notify.sock"))
+    daemon = fleet.start("sv5", [stream_cfg(stream)], listen=f"127.0.0.1:{port}",
+                         env={"NOTIFY_SOCKET": str(fleet.tmp_path / "notify.sock")})
     daemon.wait_ready()
     used = len(list(Path(f"/proc/{daemon.pid}/fd").iterdir()))
     soft, hard = resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE)
@@ -301,12 +306,56 @@ def test_a_flood_of_http_clients_past_the_file_limit_stops_only_http(
         for _ in range(30):
             clients.append(socket.create_connection(("127.0.0.1", port), timeout=5))
         daemon.wait_output("cannot accept a connection")
+        # Past the notifier's next STATUS= (every 5 s), still out of files: it must not end us.
+        past = time.monotonic() + 6
+        wait_for(lambda: daemon.proc.poll() is not None or time.monotonic() > past, 10,
+                 interval=0.1, what="a notification tick while out of files")
         assert daemon.proc.poll() is None, daemon.output()
     finally:
         for c in clients:
             c.close()
+        notify.close()
     resource.prlimit(daemon.pid, resource.RLIMIT_NOFILE, (soft, hard))
     r.xadd(stream, {"payload": b"{}"})
     wait_for(lambda: handled(r, stream) == 1, 30, what=lambda: f"handled:\n{daemon.output()}")
     wait_for(lambda: http(port, "/readyz")[0] == 200, 30, what="HTTP answers again")
     assert daemon.proc.poll() is None, daemon.output()
+
+
+@pytest.mark.anyio
+async def test_a_stream_that_fails_before_its_first_read_still_becomes_ready(
+    server: Server, r: redis.Redis, stream: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The very first read fails (injected), so the stream's parts are rebuilt before it was
+    ever ready. Must hold: the event the daemon's READY=1 waits on is set once the new parts
+    read, and an entry is handled."""
+    from edged import Event
+    from edged.consume.reader import Reader
+    from tests.support import Consuming, edged_client, make_consumer, until
+
+    seen: list[str] = []
+
+    async def handler(event: Event) -> None:
+        seen.append(event.id)
+
+    real = Reader._read_once
+    calls = {"n": 0}
+
+    async def failing_first(self: Reader) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a reply edged does not understand")
+        return await real(self)
+
+    monkeypatch.setattr(Reader, "_read_once", failing_first)
+    entry = r.xadd(stream, {"payload": b"{}"}).decode()
+    client = edged_client(server.url, socket_timeout=30)
+    try:
+        consumer = make_consumer(client, stream, handler, concurrency=2)
+        ready = consumer.ready
+        async with Consuming(consumer):
+            await until(lambda: consumer.restarts == 1, what="one restart")
+            await until(ready.is_set, what="ready after the restart")
+            await until(lambda: entry in seen, what="the entry handled")
+    finally:
+        await client.aclose()

@@ -2,7 +2,7 @@
 
 A dead-letter entry is the original entry's fields plus the metadata that the consumer added
 (``edged-reason``, ``edged-stream``, ``edged-group``, ``edged-id``, ``edged-consumer``,
-``edged-failed-at``, ``edged-deliveries``; see consumer.py and lua/dead_letter.lua). Replay
+``edged-failed-at``, ``edged-deliveries``; see consume/outcomes.py and lua/dead_letter.lua). Replay
 strips exactly those names and re-publishes the rest, byte for byte, to the original stream.
 """
 

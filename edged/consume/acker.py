@@ -93,6 +93,8 @@ class Acker:
                         len(sent), result)
             self.put_back(sent)
         else:
+            if self._health.problems:
+                self._health.ok("ack")
             self.settle(sent, int(result))
 
     def settle(self, sent: list[str], acked: int) -> None:
@@ -110,7 +112,7 @@ class Acker:
     def _failed(self, exc: RedisError, backoff: Backoff) -> float:
         """An ack failed: how long to wait before the next try."""
         delay = backoff.next_delay()
-        if isinstance(exc, TRANSIENT_ERRORS):
+        if isinstance(exc, TRANSIENT_ERRORS) or "NOGROUP" in str(exc):  # the reader recreates it
             log.warning("stream %s: ack failed (%s); retrying in %.2fs", self._stream, exc, delay)
             return delay
         # NOPERM on the script and the like: the stream is degraded (logged once per change).

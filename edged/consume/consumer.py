@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 from redis.asyncio import Redis
 
+from edged.backoff import Backoff
 from edged.config import StreamConfig
 from edged.consume.acker import Acker
 from edged.consume.group import GroupKeeper
@@ -33,6 +34,9 @@ from edged.scripts import Scripts
 from edged.shutdown import HAND_BACK_AND_FLUSH
 
 log = logging.getLogger("edged.consumer")
+
+# Parts that ran this long before failing were not crash-looping: the restart backoff starts over.
+HEALTHY_RUN = 60.0
 
 
 class StreamConsumer:
@@ -53,7 +57,11 @@ class StreamConsumer:
         self._read_block = read_block
         self._stats = StreamStats(cfg.stream, cfg.group)
         self.health = StreamHealth(cfg.stream, cfg.group)
+        self._ready = anyio.Event()  # one for the stream's life: the daemon's READY=1 waits on it
         self.restarts = 0
+        # Restarts back off on their own: a read that works in between does not reset it, so a
+        # fault that recurs after each restart is retried ever more slowly, not every 0.5 s.
+        self._restart_backoff = Backoff(base=0.5, cap=30.0)
         self._stopping = False
         self._grace_deadline: float | None = None
         self._work_scope: anyio.CancelScope | None = None
@@ -62,7 +70,7 @@ class StreamConsumer:
     def _build(self) -> None:
         """Fresh parts around a fresh state; counters and health carry over."""
         cfg, consumer = self.cfg, self._consumer
-        self.state = state = StreamState(cfg, consumer, self._stats, self.health)
+        self.state = state = StreamState(cfg, consumer, self._stats, self.health, self._ready)
         # Reads ask for every free slot: under load, batch size beats overlap (measured).
         max_read = min(cfg.concurrency, MAX_READ)
         self._acker = Acker(self._scripts, cfg.stream, cfg.group, consumer, state.stats,
@@ -91,7 +99,7 @@ class StreamConsumer:
 
     @property
     def ready(self) -> anyio.Event:
-        return self.state.ready
+        return self._ready
 
     @property
     def connected(self) -> bool:
@@ -129,21 +137,33 @@ class StreamConsumer:
         under this consumer's name, and the new reader takes it back first (its history).
         """
         while True:
+            started = anyio.current_time()
             try:
                 await self._run_parts()
-                return
+                if self._stopping:
+                    return
+                # Ended without a stop (a CancelledError that was not ours, say): not done.
+                raise RuntimeError("the stream's parts ended without a stop")
             except Exception as exc:
                 if self._stopping:
                     log.exception("stream %s: failed while stopping", self.cfg.stream)
                     return
-                self.restarts += 1
-                delay = self.health.failed("consumer", "consuming", self.cfg.stream, exc)
-                log.exception("stream %s: consumer failed; starting it again in %.1fs",
-                              self.cfg.stream, delay)
+                delay = self._failed(exc, anyio.current_time() - started)
             await self.state.pause(delay)
             if self._stopping:
                 return
             self._build()
+
+    def _failed(self, exc: Exception, ran: float) -> float:
+        """Count and log a failure of the stream's parts; how long to wait before a restart."""
+        self.restarts += 1
+        if ran > HEALTHY_RUN:
+            self._restart_backoff.reset()
+        delay = self._restart_backoff.next_delay()
+        self.health.failed("consumer", "consuming", self.cfg.stream, exc)
+        log.exception("stream %s: consumer failed; starting it again in %.1fs",
+                      self.cfg.stream, delay)
+        return delay
 
     async def _run_parts(self) -> None:
         await self._group.ensure_until_ok()

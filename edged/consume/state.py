@@ -32,7 +32,7 @@ NamedTuple: building a NamedTuple per entry was 6% of the daemon's time at concu
 
 class StreamState:
     def __init__(self, cfg: StreamConfig, consumer: str, stats: StreamStats | None = None,
-                 health: StreamHealth | None = None) -> None:
+                 health: StreamHealth | None = None, ready: anyio.Event | None = None) -> None:
         self.cfg = cfg
         self.stream = cfg.stream
         self.group = cfg.group
@@ -52,7 +52,8 @@ class StreamState:
         self.worker_scopes: list[anyio.CancelScope | None] = [None] * cfg.concurrency
         self.stopping = False
         self.connected = False
-        self.ready = anyio.Event()  # set after the first successful read
+        # Set after the first successful read; kept across restarts (READY=1 waits on it).
+        self.ready = ready or anyio.Event()
         self.last_progress = time.monotonic()
         self.backoff = Backoff()  # the reader's; reset when a failover is announced
         self._wakeup = anyio.Event()  # ends a retry pause early: stop, or a failover announced

@@ -114,7 +114,8 @@ class Daemon:
             # watchdog is fed while we wait for Redis (waiting is not being wedged).
             if health is not None:
                 root.start_soon(health.serve)
-            root.start_soon(run_notifier, self._notifier_look)
+            root.start_soon(keep_running, "systemd notifier",
+                            functools.partial(run_notifier, self._notifier_look))
             await self._log_server_summary()
             if not await self._claim_name():
                 root.cancel_scope.cancel()

@@ -165,7 +165,8 @@ def _stream_status(s: StreamConsumer, now: float, limit: float, stopping: bool) 
     # Readers stop reading on purpose while the drain runs; every slot busy: the reader waits
     # for a handler to finish, by design; Redis away: it backs off (socket timeouts bound it).
     health = s.health
-    stuck = (not stopping and quiet > limit and state.connected and not health.degraded
+    reading_fails = "read" in health.problems or "group" in health.problems
+    stuck = (not stopping and quiet > limit and state.connected and not reading_fails
              and state.stats.in_flight < s.cfg.concurrency)
     return StreamStatus(
         stream=state.stream, group=state.group, concurrency=s.cfg.concurrency,

@@ -24,12 +24,12 @@ def notify(*lines: str) -> bool:
         address = "\0" + address[1:]  # Linux abstract namespace
     elif not address.startswith("/"):
         return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-        sock.setblocking(False)  # never stall the event loop on a full socket queue
-        try:
+    try:  # the socket too: out of file descriptors (EMFILE) must not end the daemon
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.setblocking(False)  # never stall the event loop on a full socket queue
             sock.sendto("\n".join(lines).encode(), address)
-        except OSError:
-            return False
+    except OSError:
+        return False
     return True
 
 

@@ -9,7 +9,10 @@
 -- (if the XADD failed, the last entry is somebody else's and must be left alone).
 local stream, dead, group, consumer, id = KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3]
 local found, last = pcall(redis.call, 'XREVRANGE', dead, '+', '-', 'COUNT', 1)
-if not found or #last == 0 then
+if not found then
+  return redis.error_reply(last.err or tostring(last))  -- e.g. no read access to the key
+end
+if #last == 0 then
   return redis.error_reply('the dead-letter copy of ' .. id .. ' was not written')
 end
 local copy = last[1]
