@@ -15,6 +15,29 @@ from edged.replies import pairs, text, texts
 RELEASE_IDLE_MS = 86_400_000
 
 
+async def add_then_check(client: Redis, key: str | bytes, fields: list[Any], check_source: str,
+                         check_keys: list[Any], check_args: list[Any]) -> str | None:
+    """XADD ``fields`` to ``key``, then run the check script, in one MULTI/EXEC; its reply.
+
+    For copies too wide for Lua (it cannot pass more than about 8 000 arguments to one
+    redis.call): the XADD is a plain command, and the script, which nothing can run ahead of,
+    keeps or deletes the copy and does the rest (lua/dead_letter.lua, lua/dlq_replay.lua). EVAL
+    with the source, not EVALSHA: a script cache emptied between the load and EXEC would leave
+    the copy behind.
+    """
+    pipe = client.pipeline(transaction=True)
+    pipe.execute_command("XADD", key, "*", *fields)
+    pipe.execute_command("EVAL", check_source, len(check_keys), *check_keys, *check_args)
+    try:
+        added, result = await pipe.execute(raise_on_error=False)
+    finally:
+        await pipe.reset()
+    for outcome in (added, result):  # the XADD's error first: it is the cause
+        if isinstance(outcome, Exception):
+            raise outcome
+    return None if result is None else text(result)
+
+
 class Scripts:
     """Registered scripts of one client; redis-py reloads them after NOSCRIPT (e.g. failover)."""
 
@@ -73,23 +96,13 @@ class Scripts:
         """Copy the entry to ``dead_stream`` and ack it, atomically; None if it is not ours.
 
         The copy is ``metadata`` (edged's pairs, first) then the entry's own ``fields`` exactly
-        as Redis sent them (flat, binary, duplicates kept). One MULTI/EXEC: the XADD, then
-        lua/dead_letter.lua keeps and acks it or deletes it again. EVAL with the source, not
-        EVALSHA: a script cache emptied between the load and EXEC would leave the copy behind.
+        as Redis sent them (flat, binary, duplicates kept); lua/dead_letter.lua keeps and acks
+        it, or deletes it again (``add_then_check``).
         """
         meta = [part for pair in metadata for part in pair]
-        pipe = self._client.pipeline(transaction=True)
-        pipe.execute_command("XADD", dead_stream, "*", *meta, *fields)
-        pipe.execute_command("EVAL", self.DEAD_LETTER_SOURCE, 2, stream, dead_stream,
-                             group, consumer, entry_id, *meta)
-        try:
-            added, result = await pipe.execute(raise_on_error=False)
-        finally:
-            await pipe.reset()
-        for outcome in (added, result):  # the XADD's error first: it is the cause
-            if isinstance(outcome, Exception):
-                raise outcome
-        return None if result is None else text(result)
+        return await add_then_check(self._client, dead_stream, [*meta, *fields],
+                                    self.DEAD_LETTER_SOURCE, [stream, dead_stream],
+                                    [group, consumer, entry_id, *meta])
 
     async def extend_leases(
         self, stream: str, group: str, consumer: str, ids: list[str]

@@ -56,6 +56,23 @@ def handled(r: redis.Redis, stream: str) -> int:
     return int(r.llen(f"{stream}:handled"))
 
 
+def fail_read(monkeypatch: pytest.MonkeyPatch, at: int) -> None:
+    """Make the reader's ``at``-th read raise, as a reply edged cannot parse would (the one
+    way to reach the supervisor's restart without breaking Redis itself)."""
+    from edged.consume.reader import Reader
+
+    real = Reader._read_once
+    calls = {"n": 0}
+
+    async def failing(self: Reader) -> Any:
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise RuntimeError("a reply edged does not understand")
+        return await real(self)
+
+    monkeypatch.setattr(Reader, "_read_once", failing)
+
+
 def resume_seconds(output: str, stream: str) -> float:
     found = re.findall(rf"stream {re.escape(stream)} \(group edged\): resumed after ([\d.]+)s",
                        output)
@@ -211,7 +228,6 @@ async def test_an_error_that_escapes_a_streams_parts_restarts_that_stream_only(
     import anyio
 
     from edged import Event
-    from edged.consume.reader import Reader
     from tests.support import Consuming, edged_client, make_consumer, until
 
     seen: list[str] = []
@@ -222,16 +238,7 @@ async def test_an_error_that_escapes_a_streams_parts_restarts_that_stream_only(
         if len(seen) == 1:
             await gate.wait()  # in flight when the reader fails
 
-    real = Reader._read_once
-    calls = {"n": 0}
-
-    async def failing_once(self: Reader) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 3:  # history page, switch to ">", then this one
-            raise RuntimeError("a reply edged does not understand")
-        return await real(self)
-
-    monkeypatch.setattr(Reader, "_read_once", failing_once)
+    fail_read(monkeypatch, 3)  # history page, switch to ">", then this one
     first = r.xadd(stream, {"payload": b"{}"}).decode()
     client = edged_client(server.url, socket_timeout=30)
     try:
@@ -330,7 +337,6 @@ async def test_a_stream_that_fails_before_its_first_read_still_becomes_ready(
     ever ready. Must hold: the event the daemon's READY=1 waits on is set once the new parts
     read, and an entry is handled."""
     from edged import Event
-    from edged.consume.reader import Reader
     from tests.support import Consuming, edged_client, make_consumer, until
 
     seen: list[str] = []
@@ -338,16 +344,7 @@ async def test_a_stream_that_fails_before_its_first_read_still_becomes_ready(
     async def handler(event: Event) -> None:
         seen.append(event.id)
 
-    real = Reader._read_once
-    calls = {"n": 0}
-
-    async def failing_first(self: Reader) -> Any:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise RuntimeError("a reply edged does not understand")
-        return await real(self)
-
-    monkeypatch.setattr(Reader, "_read_once", failing_first)
+    fail_read(monkeypatch, 1)
     entry = r.xadd(stream, {"payload": b"{}"}).decode()
     client = edged_client(server.url, socket_timeout=30)
     try:

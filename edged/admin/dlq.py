@@ -33,6 +33,7 @@ from edged.keys import (
 )
 from edged.lua import source
 from edged.replies import text
+from edged.scripts import add_then_check
 
 PAGE = 500  # entries read per XRANGE while replaying everything
 
@@ -261,18 +262,8 @@ async def _republish(client: Redis, dead_letter: str, origin: bytes, dead_id: st
                      fields: list[bytes]) -> str | None:
     """XADD the fields to ``origin`` and delete ``dead_id``, atomically (lua/dlq_replay.lua);
     the new id, or None if ``dead_id`` was gone."""
-    pipe = client.pipeline(transaction=True)
-    pipe.execute_command("XADD", origin, "*", *fields)
-    pipe.execute_command("EVAL", _REPLAY_SOURCE, 2, dead_letter, origin, dead_id, len(fields),
-                         fields[0], fields[1])
-    try:
-        added, result = await pipe.execute(raise_on_error=False)
-    finally:
-        await pipe.reset()
-    for outcome in (added, result):  # the XADD's error first: it is the cause
-        if isinstance(outcome, Exception):
-            raise outcome
-    return None if result is None else text(result)
+    return await add_then_check(client, origin, fields, _REPLAY_SOURCE, [dead_letter, origin],
+                                [dead_id, len(fields), fields[0], fields[1]])
 
 
 _REPLAY_SOURCE = source("dlq_replay")
