@@ -23,6 +23,8 @@ from msgspec import Meta
 from edged.durations import Duration
 from edged.errors import ConfigError
 from edged.ids import MAX_SEQ, id_key, is_range_id
+from edged.naming import dead_letter_names
+from edged.sharding import MAX_SHARDS, hash_tag, shard_names
 
 DEFAULT_CONFIG_PATH = Path("/etc/edged/edged.toml")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -267,8 +269,25 @@ class SentinelConfig(_Section, frozen=True):
                 raise FieldError(f"hosts[{i}]", str(exc)) from None
 
 
+class ClusterConfig(_Section, frozen=True):
+    """Redis Cluster (or Valkey Cluster): the client finds every primary from the seed nodes and
+    follows MOVED/ASK redirects and failovers. User, password and TLS are ``[redis]``'s own."""
+
+    nodes: Annotated[list[HostPort], Meta(min_length=1)]
+    """Seed nodes, as ``"host:port"`` (IPv6 in brackets); any one that answers is enough to
+    learn the whole cluster, but list several: a seed may be the node that is down."""
+
+    def __post_init__(self) -> None:
+        for i, node in enumerate(self.nodes):
+            try:
+                _split_host_port(node)
+            except ValueError as exc:
+                raise FieldError(f"nodes[{i}]", str(exc)) from None
+
+
 class RedisConfig(_Section, frozen=True):
-    """Where Redis is and how to log in. ``url`` or ``[redis.sentinel]``, not both."""
+    """Where Redis is and how to log in: ``url``, ``[redis.sentinel]`` or ``[redis.cluster]``,
+    at most one of them."""
 
     url: RedisURL | None = None
     """``redis://``, ``rediss://`` (TLS) or ``unix://``; ``redis://127.0.0.1:6379/0`` when neither
@@ -284,6 +303,9 @@ class RedisConfig(_Section, frozen=True):
     ``unix://``)."""
     sentinel: SentinelConfig | None = None
     """Find the primary through Sentinel and follow its failovers instead of a fixed ``url``."""
+    cluster: ClusterConfig | None = None
+    """Talk to a Redis Cluster instead of one server; edged then keeps every set of keys that one
+    command or script touches in one hash slot (see ``docs/sharding.md``)."""
     db: DbNumber = 0
     """Database number; a number in the URL path wins. The server must have that many
     (``databases``, 16 by default)."""
@@ -293,8 +315,13 @@ class RedisConfig(_Section, frozen=True):
 
     def __post_init__(self) -> None:
         _check_durations(self)
-        if self.url is not None and self.sentinel is not None:
-            raise ValueError("give either url or [redis.sentinel], not both")
+        given = [name for name, value in (("url", self.url), ("[redis.sentinel]", self.sentinel),
+                                          ("[redis.cluster]", self.cluster)) if value is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of url, [redis.sentinel] and [redis.cluster], "
+                             f"not {' and '.join(given)}")
+        if self.cluster is not None and self.db != 0:
+            raise FieldError("db", "a Redis Cluster has only database 0")
         if self.url is None:
             return
         try:
@@ -419,11 +446,20 @@ class StreamConfig(_Section, frozen=True):
     ``retry-backoff``."""
     cancel_on_lost_lease: bool = True
     """Cancel a handler whose entry was claimed by a peer (its result could not be acked)."""
+    shards: Annotated[int, Meta(ge=1, le=MAX_SHARDS)] = 1
+    """Spread this logical stream over this many physical streams (named ``<stream>:<i>:<k>``,
+    placed in distinct ranges of hash slots so that a cluster's primaries share them), one group
+    on each; ``concurrency`` is shared by all of them. 1: the stream itself. Producers pick the
+    shard (``edged publish --key``); see ``docs/sharding.md``. A sharded stream's name has no
+    ``{`` or ``}``."""
 
     def __post_init__(self) -> None:
         _check_durations(self)
         if isinstance(self.handler, str):
             _check_handler_ref(self.handler)
+        if self.shards > 1 and ("{" in self.stream or "}" in self.stream):
+            raise FieldError("shards", f"stream {self.stream!r} has a brace: a hash tag in it would "
+                             "put every shard in one slot; sharded streams are named without { }")
         check_start_id(self.start_id)
         if self.retry_backoff.seconds > self.retry_backoff_max.seconds:
             raise FieldError("retry-backoff-max", f'"{self.retry_backoff_max}" is below retry-backoff '
@@ -457,7 +493,10 @@ class Config(_Section, frozen=True):
 
     def __post_init__(self) -> None:
         _check_pairs_unique(self.streams)
-        _check_dead_letters(self.streams)
+        cluster = self.redis.cluster is not None
+        _check_dead_letters(self.streams, cluster)
+        if cluster:
+            _check_cluster_prefix(self.daemon.key_prefix)
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data, safe to print: secrets are never in it, URLs lose passwords."""
@@ -477,16 +516,36 @@ def _check_pairs_unique(streams: list[StreamConfig]) -> None:
                              f"twice (also streams[{first}])")
 
 
-def _check_dead_letters(streams: list[StreamConfig]) -> None:
-    """No dead-letter stream is a stream edged reads: a rejected entry would loop through it."""
-    read = {s.stream: i for i, s in reversed(list(enumerate(streams)))}
+def _check_dead_letters(streams: list[StreamConfig], cluster: bool) -> None:
+    """Every dead-letter stream can be named (in the stream's slot, on a cluster), and none is a
+    stream edged reads: a rejected entry would loop through it."""
+    dead: list[list[str]] = []
     for i, s in enumerate(streams):
-        j = read.get(s.dead_letter_stream)
-        if j is not None:
-            given = "" if s.dead_letter else " (the default, <stream>:dead)"
-            raise FieldError(f"streams[{i}].dead-letter", f"{s.dead_letter_stream!r}{given} is read as "
-                             f"streams[{j}].stream: its entries would be handled, and dead-lettered, "
-                             "again and again")
+        try:
+            dead.append(dead_letter_names(s.stream, s.shards, s.dead_letter, cluster))
+        except ValueError as exc:
+            raise FieldError(f"streams[{i}].dead-letter", str(exc)) from None
+    read: dict[str, int] = {}
+    for i, s in reversed(list(enumerate(streams))):
+        for name in shard_names(s.stream, s.shards):
+            read[name] = i
+    for i, s in enumerate(streams):
+        for name in dead[i]:
+            j = read.get(name)
+            if j is not None:
+                given = "" if s.dead_letter else " (the default)"
+                raise FieldError(f"streams[{i}].dead-letter", f"{name!r}{given} is read as "
+                                 f"streams[{j}].stream: its entries would be handled, and "
+                                 "dead-lettered, again and again")
+
+
+def _check_cluster_prefix(prefix: str) -> None:
+    """On a cluster the heartbeat script touches two keys of edged's own: a prefix with braces
+    must be a hash tag itself, or they would land in different slots."""
+    if ("{" in prefix or "}" in prefix) and hash_tag(prefix) is None:
+        raise FieldError("daemon.key-prefix", f"{prefix!r} has braces but no hash tag: on a "
+                         "cluster edged's keys must share a slot; write it without braces "
+                         "(edged adds them) or with a non-empty {tag}")
 
 
 def split_host_port(text: str) -> tuple[str, int]:

@@ -137,11 +137,8 @@ class Scripts:
     async def heartbeat_end(self, record_key: str, instance: str) -> bool:
         return bool(await self._heartbeat_end(keys=[record_key], args=[instance, HB_INSTANCE]))
 
-    async def delete_consumer(
-        self, stream: str, group: str, consumer: str, record_key: str, seen: str, expiry_ms: int
-    ) -> str:
-        """Delete ``consumer`` if it is dead and owns nothing; returns what was decided."""
-        result = await self._delete_consumer(
-            keys=[stream, record_key, seen], args=[group, consumer, expiry_ms]
-        )
+    async def delete_consumer(self, stream: str, group: str, consumer: str, expiry_ms: int) -> str:
+        """Delete ``consumer`` if it did nothing for ``expiry_ms`` and owns nothing; returns what
+        was decided. Its liveness in the registry is the caller's to check first."""
+        result = await self._delete_consumer(keys=[stream], args=[group, consumer, expiry_ms])
         return text(result)

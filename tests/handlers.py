@@ -3,7 +3,8 @@
 The payload steers them: {"sleep": s}, {"fail": true}, {"reject": "why"}, {"retry": true},
 {"hang": true} (until the key <stream>:release exists), {"exit": n} (sys.exit(n)),
 {"cancel-self": true} (raise CancelledError), {"reject-surrogate": true} (a reason that is not
-valid UTF-8). Every run is recorded as
+valid UTF-8), {"track": "<key>"} (count the runs in progress in <key> and keep the highest
+count seen in <key>:max, to check a concurrency bound). Every run is recorded as
 "<id> <consumer> <delivery>" in the list <stream>:handled once the handler finished, and in
 <stream>:started when it started.
 """
@@ -37,6 +38,25 @@ async def record(event: Event) -> None:
     mark = f"{event.id} {_me()} {event.delivery}"
     await r.rpush(f"{event.stream}:started", mark)
     body = event.payload if isinstance(event.payload, dict) else {}
+    track = body.get("track")
+    if track:
+        running = await r.incr(track)
+        await r.eval(_KEEP_MAX, 1, f"{track}:max", running)
+    try:
+        await _steered(r, event, body, mark)
+    finally:
+        if track:
+            await r.decr(track)
+
+
+# Keep the highest value seen: one script, so two runs starting at once cannot lose a maximum.
+_KEEP_MAX = """
+local seen = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > seen then redis.call('SET', KEYS[1], ARGV[1]) end
+"""
+
+
+async def _steered(r: aioredis.Redis, event: Event, body: dict, mark: str) -> None:  # type: ignore[type-arg]
     if body.get("sleep"):
         await anyio.sleep(float(body["sleep"]))
     if body.get("hang"):

@@ -181,10 +181,14 @@ class Fleet:
     running is killed by its pid (resumed first, if the test paused it). Handlers of
     tests.handlers record into ``url`` (the server under test unless told otherwise)."""
 
-    def __init__(self, url: str, tmp_path: Path, procs: list[DaemonProcess]) -> None:
+    def __init__(self, url: str, tmp_path: Path, procs: list[DaemonProcess],
+                 redis: dict[str, Any] | None = None) -> None:
         self.url = url
         self.tmp_path = tmp_path
         self.procs = procs
+        # The daemons' [redis] table (a cluster, say): then they consume there, not at ``url``,
+        # and the handlers still record at ``url``.
+        self.redis = redis
 
     def start(self, consumer: str, streams: list[dict[str, Any]],
               env: dict[str, str] | None = None, **daemon: Any) -> DaemonProcess:
@@ -192,10 +196,11 @@ class Fleet:
         environment variables."""
         cfg = write_config(
             self.tmp_path / f"{consumer}.toml", streams,
-            daemon={"consumer": consumer, "shutdown-grace": "5s", **daemon},
+            daemon={"consumer": consumer, "shutdown-grace": "5s", **daemon}, redis=self.redis,
         )
         env = test_env(EDGED_TEST_REDIS=self.url, EDGED_TEST_CONSUMER=consumer, **(env or {}))
-        d = DaemonProcess(cfg, self.url, self.tmp_path / f"{consumer}.log", env=env)
+        daemon_url = None if self.redis else self.url
+        d = DaemonProcess(cfg, daemon_url, self.tmp_path / f"{consumer}.log", env=env)
         self.procs.append(d)
         return d
 

@@ -23,6 +23,7 @@ TABLE = re.compile(r"`(\[\[?[\w.-]+\]\]?)`")
 # What a table needs besides the key under test; the reference must call exactly these required.
 REQUIRED: dict[str, dict[str, Any]] = {
     "redis.sentinel": {"hosts": ["127.0.0.1:26379"], "service": "mymaster"},
+    "redis.cluster": {"nodes": ["127.0.0.1:7000"]},
     "streams": {"stream": "s", "handler": "mypkg:handle"},
     "streams.handler": {"exec": ["/bin/true"]},
 }
@@ -155,7 +156,12 @@ def test_rendered_defaults_are_the_decoders_defaults() -> None:
                 with_defaults[path][key] = tomllib.loads(f"v = {default.strip('`')}")["v"]
             else:
                 assert default in ("required", "not set"), (header, key, default)
-    assert parse_config(_document(with_defaults)) == parse_config(_document(bare))
+    # [redis.sentinel] and [redis.cluster] exclude each other: one document with each.
+    for other in ("redis.cluster", "redis.sentinel"):
+        def without(tables: dict[str, dict[str, Any]], other: str = other) -> dict[str, Any]:
+            return _document({p: t for p, t in tables.items()
+                              if p != other and not p.startswith(other + ".")})
+        assert parse_config(without(with_defaults)) == parse_config(without(bare))
 
 
 def test_pipes_in_cells_are_escaped() -> None:

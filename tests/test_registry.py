@@ -130,7 +130,8 @@ async def test_cleanup_pass_deletes_only_dead_consumers_that_own_nothing(
     Must hold: the pass returns ["ghost"] and XINFO CONSUMERS no longer lists it (the delete
     script ran: a no-op cleanup fails here); every other consumer stays, and "holder" still
     owns its entry with its delivery count unchanged. Asked directly, the script itself also
-    refuses "holder" ('pending'), whatever the pass's own filter did."""
+    refuses "holder" ('pending'), whatever the pass's own filter did, and "me" with an expiry
+    longer than its idle time ('recent'), and reports an unknown name ('gone')."""
     from edged.daemon.cleanup import remove_dead_consumers
     from edged.keys import daemon_key, seen_key
     from edged.scripts import Scripts
@@ -159,8 +160,10 @@ async def test_cleanup_pass_deletes_only_dead_consumers_that_own_nothing(
         scripts = Scripts(client)
         removed = await remove_dead_consumers(client, scripts, prefix, stream, GROUP, "me",
                                               expiry_ms)
-        holder_verdict = await scripts.delete_consumer(
-            stream, GROUP, "holder", daemon_key(prefix, "holder"), seen_key(prefix), expiry_ms)
+        holder_verdict = await scripts.delete_consumer(stream, GROUP, "holder", expiry_ms)
+        # The script's own idle check: "me" was idle past 500 ms, not past a minute.
+        me_verdict = await scripts.delete_consumer(stream, GROUP, "me", 60_000)
+        unknown_verdict = await scripts.delete_consumer(stream, GROUP, "nobody", expiry_ms)
     finally:
         await client.aclose()
         r.delete(daemon_key(prefix, "beating"), seen_key(prefix))
@@ -168,5 +171,6 @@ async def test_cleanup_pass_deletes_only_dead_consumers_that_own_nothing(
     assert removed == ["ghost"]
     assert set(idle()) == {"holder", "beating", "recent", "me"}
     assert holder_verdict == "pending"
+    assert (me_verdict, unknown_verdict) == ("recent", "gone")
     assert [(row["id"], row["consumer"], row["deliveries"])
             for row in pending_rows(r, stream)] == [(entry, "holder", 1)]

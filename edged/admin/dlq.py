@@ -17,6 +17,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from edged.admin.lookup import default_dead_letter_of
 from edged.config import Config
 from edged.errors import EdgedError, UsageError
 from edged.ids import id_ms, is_full_id, is_range_id
@@ -29,8 +30,8 @@ from edged.keys import (
     DEAD_METADATA_FIELDS,
     DEAD_REASON,
     DEAD_STREAM,
-    default_dead_letter,
 )
+from edged.layout import physical_streams
 from edged.lua import source
 from edged.replies import text
 from edged.scripts import add_then_check
@@ -113,13 +114,14 @@ def dead_letter_stream(cfg: Config, stream: str, override: str | None = None) ->
     """
     if override:
         return override
-    names = sorted({s.dead_letter_stream for s in cfg.streams if s.stream == stream})
+    names = sorted({p.cfg.dead_letter_stream for p in physical_streams(cfg)
+                    if p.cfg.stream == stream})
     if len(names) > 1:
         raise UsageError(
             f"stream {stream!r} has several dead-letter streams in the config "
             f"({', '.join(names)}): choose one with --dead-letter"
         )
-    return names[0] if names else default_dead_letter(stream)
+    return names[0] if names else default_dead_letter_of(cfg, stream)
 
 
 def check_entry_id(text: str, option: str) -> str:

@@ -25,7 +25,8 @@ from redis.exceptions import NoPermissionError, ResponseError
 from edged.config import Config, StreamConfig
 from edged.errors import EdgedError
 from edged.ids import id_ms
-from edged.keys import default_dead_letter
+from edged.layout import is_cluster, physical_streams
+from edged.naming import dead_letter_names
 
 SCAN_COUNT = 1000
 PAGE = 500
@@ -53,16 +54,22 @@ async def server_ms(client: Redis) -> int:
 
 
 def stream_config(cfg: Config, stream: str, group: str) -> StreamConfig | None:
-    for s in cfg.streams:
-        if s.stream == stream and s.group == group:
-            return s
+    """The config of the physical ``stream`` (a shard's, names resolved), if configured."""
+    for p in physical_streams(cfg):
+        if p.cfg.stream == stream and p.cfg.group == group:
+            return p.cfg
     return None
 
 
+def default_dead_letter_of(cfg: Config, stream: str) -> str:
+    """The dead-letter stream of a stream the config does not list (naming.py, per mode)."""
+    return dead_letter_names(stream, 1, None, is_cluster(cfg))[0]
+
+
 def dead_letter_of(cfg: Config, stream: str, group: str) -> str:
-    """The group's dead-letter stream: from the config if the pair is there, else ``<stream>:dead``."""
+    """The group's dead-letter stream: from the config if the pair is there, else the default."""
     s = stream_config(cfg, stream, group)
-    return s.dead_letter_stream if s is not None else default_dead_letter(stream)
+    return s.dead_letter_stream if s is not None else default_dead_letter_of(cfg, stream)
 
 
 def stuck_after(cfg: Config, stream: str, group: str) -> float:

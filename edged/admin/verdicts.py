@@ -36,6 +36,7 @@ from edged.admin.lookup import (
 )
 from edged.admin.registry import DaemonRecord, Registry, read_registry
 from edged.config import Config
+from edged.layout import key_prefix
 from edged.replies import int_or_none, text
 
 OK = "OK"
@@ -271,7 +272,7 @@ class GroupsWatch:
 
     async def report(self, client: Redis) -> tuple[Registry, list[GroupHealth]]:
         """The registry read for this report and the health of every group, sorted."""
-        prefix = self.cfg.daemon.key_prefix
+        prefix = key_prefix(self.cfg)
         if self.previous is None and self.sample_seconds > 0:
             self.previous = await self._sample(client, await read_registry(client, prefix))
             await anyio.sleep(self.sample_seconds)

@@ -43,6 +43,7 @@ from edged.cli.render import age, make_table, print_json, print_table
 from edged.config import Config
 from edged.durations import Duration
 from edged.errors import EXIT_FAILURE, EXIT_OK, UsageError
+from edged.layout import key_prefix
 
 T = TypeVar("T")
 Item = Table | str
@@ -294,7 +295,7 @@ def pending(
         return
 
     async def fetch_summary(client: Redis, cfg: Config) -> PendingSummary:
-        registry = await read_registry(client, cfg.daemon.key_prefix)
+        registry = await read_registry(client, key_prefix(cfg))
         return await pending_summary(client, registry, stream, group)
 
     if watch is not None:
@@ -333,7 +334,7 @@ def consumers(
     """Consumers of a group: pending, idle, inactive, alive (heartbeat), host, pid."""
 
     async def fetch(client: Redis, cfg: Config) -> ConsumersReport:
-        registry = await read_registry(client, cfg.daemon.key_prefix)
+        registry = await read_registry(client, key_prefix(cfg))
         return await consumers_of(client, registry, stream, group)
 
     _show(run_once(config, url, fetch), as_json, _render_consumers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import msgspec
@@ -12,8 +12,13 @@ import typer
 
 from edged.cli.options import ConfigOpt, JsonOpt, UrlOpt, exits, redis_client, resolve_connection
 from edged.codec import encode_json_text
+from edged.config import Config
 from edged.durations import Duration
 from edged.errors import UsageError
+from edged.sharding import MAX_SHARDS
+
+if TYPE_CHECKING:
+    from edged.publish import Published
 
 
 def _read_stdin_lines() -> Iterator[tuple[int, str]]:
@@ -72,12 +77,24 @@ def publish(
     wait_timeout: Annotated[
         str, typer.Option(help="How long to wait for the replicas.")
     ] = "1s",
+    key: Annotated[
+        str | None, typer.Option(help="Sharded stream: the shard is picked from this key "
+                                      "(CRC-32 mod shards), so one key's entries keep their order.")
+    ] = None,
+    shards: Annotated[
+        int | None, typer.Option(help="The stream's shard count; default: its `shards` in the "
+                                      "config, else 1.", min=1, max=MAX_SHARDS)
+    ] = None,
     config: ConfigOpt = None,
     url: UrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add entries to a stream in edged's shape (body in the `payload` field)."""
-    from edged.publish import publish as publish_entries
+    """Add entries to a stream in edged's shape (body in the `payload` field).
+
+    A sharded stream (`--shards N`, or `shards` in the config) gets each entry on the shard of
+    `--key`, or spread evenly without one; each line then shows the shard and the id.
+    """
+    from edged.publish import publish_sharded
 
     fields = _parse_fields(field or [])
     try:
@@ -86,17 +103,30 @@ def publish(
         raise UsageError(f"--wait-timeout: {exc}") from None
     bodies = _bodies(data)
     cfg, resolved_url = resolve_connection(config, url)
+    count = shards or _configured_shards(cfg, stream)
 
-    async def go() -> list[str]:
+    async def go() -> list[Published]:
         async with redis_client(cfg, resolved_url) as client:
-            return await publish_entries(
-                client, stream, bodies, fields=fields, maxlen=maxlen,
+            return await publish_sharded(
+                client, stream, count, bodies, key=key, fields=fields, maxlen=maxlen,
                 wait_replicas=wait_replicas, wait_timeout=timeout,
             )
 
-    ids = anyio.run(go)
+    published = anyio.run(go)  # NotReplicated: exit 1, naming the entries concerned
+    _show(stream, count, published, as_json)
+
+
+def _configured_shards(cfg: Config, stream: str) -> int:
+    """The stream's ``shards`` in the config (the largest, if groups disagree), else 1."""
+    return max((s.shards for s in cfg.streams if s.stream == stream), default=1)
+
+
+def _show(stream: str, shards: int, published: list[Published], as_json: bool) -> None:
     if as_json:
-        typer.echo(msgspec.json.encode({"stream": stream, "ids": ids}).decode())
-    else:
-        for entry_id in ids:
-            typer.echo(entry_id)
+        out: dict[str, object] = {"stream": stream, "ids": [p.id for p in published]}
+        if shards > 1:
+            out["shards"] = [p.stream for p in published]
+        typer.echo(msgspec.json.encode(out).decode())
+        return
+    for p in published:
+        typer.echo(f"{p.stream} {p.id}" if shards > 1 else p.id)

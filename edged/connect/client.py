@@ -31,6 +31,10 @@ def make_client(
         from edged.connect.sentinel import make_sentinel_client
 
         return make_sentinel_client(cfg, _primary_kwargs(cfg, socket_timeout, client_name))
+    if cfg.cluster is not None and url is None:
+        from edged.connect.cluster import make_cluster_client
+
+        return make_cluster_client(cfg, _primary_kwargs(cfg, socket_timeout, client_name))
     target = url or cfg.url or DEFAULT_REDIS_URL
     try:  # the config's url was checked when it was loaded; this is for --url and the like
         check_redis_url(target)
@@ -71,4 +75,6 @@ def describe_target(cfg: RedisConfig, url: str | None = None) -> str:
     """Where we connect, for logs: never with a password."""
     if cfg.sentinel is not None and url is None:
         return f"sentinel service {cfg.sentinel.service} via {','.join(cfg.sentinel.hosts)}"
+    if cfg.cluster is not None and url is None:
+        return f"cluster via {','.join(cfg.cluster.nodes)}"
     return redact_url(url or cfg.url or DEFAULT_REDIS_URL)

@@ -10,8 +10,15 @@ clients in the same process (a handler's own) keep redis-py's behaviour.
 from __future__ import annotations
 
 from redis.asyncio.connection import DefaultParser
+from redis.exceptions import (
+    ClusterDownError,
+    ClusterError,
+    ReadOnlyError,
+    RedisClusterException,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 FAILOVER_CODES = ("UNBLOCKED", "NOREPLICAS", "MASTERDOWN")
@@ -32,4 +39,10 @@ class FailoverAwareParser(DefaultParser):  # type: ignore[misc,valid-type]
 
 # Errors after which the right move is "wait, reconnect, go on". READONLY: we are talking to a
 # replica (the old primary after a failover); the next connection finds the new primary.
-TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
+# On a cluster: CLUSTERDOWN and a slot with no primary (a failover in progress), TRYAGAIN (a
+# multi-key command during a slot migration), too many redirects (ClusterError) and no seed
+# node answering (RedisClusterException); the client relearns the topology on the next command.
+CLUSTER_TRANSIENT_ERRORS = (ClusterDownError, TryAgainError, SlotNotCoveredError, ClusterError,
+                            RedisClusterException)
+TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError,
+                    *CLUSTER_TRANSIENT_ERRORS)

@@ -27,6 +27,7 @@ from edged.consume.outcomes import Workers
 from edged.consume.ownership import Ownership
 from edged.consume.reader import MAX_READ, Reader
 from edged.consume.reclaim import Reclaimer
+from edged.consume.slots import Slots
 from edged.consume.state import StreamState
 from edged.consume.stats import StreamStats
 from edged.handlers import HandlerCall
@@ -48,8 +49,13 @@ class StreamConsumer:
         consumer: str,
         handler: HandlerCall,
         read_block: float = 1.0,
+        slots: Slots | None = None,
+        logical: str | None = None,
     ) -> None:
         self.cfg = cfg
+        # A shard's logical stream (its config name), shared slots included; else its own.
+        self.logical = logical or cfg.stream
+        self._slots = slots or Slots(cfg.concurrency)
         self._client = client
         self._scripts = scripts
         self._consumer = consumer
@@ -70,7 +76,8 @@ class StreamConsumer:
     def _build(self) -> None:
         """Fresh parts around a fresh state; counters and health carry over."""
         cfg, consumer = self.cfg, self._consumer
-        self.state = state = StreamState(cfg, consumer, self._stats, self.health, self._ready)
+        self.state = state = StreamState(cfg, consumer, self._stats, self.health, self._ready,
+                                         self._slots)
         # Reads ask for every free slot: under load, batch size beats overlap (measured).
         max_read = min(cfg.concurrency, MAX_READ)
         self._acker = Acker(self._scripts, cfg.stream, cfg.group, consumer, state.stats,
@@ -149,6 +156,7 @@ class StreamConsumer:
                     log.exception("stream %s: failed while stopping", self.cfg.stream)
                     return
                 delay = self._failed(exc, anyio.current_time() - started)
+            self.state.abandon()
             await self.state.pause(delay)
             if self._stopping:
                 return

@@ -54,6 +54,7 @@ class Reader:
         self._max_read = max_read
         self._history: str | None = "0"  # where our own pending history continues; None once read
         self._recovered = 0
+        self._idle = False  # a shard whose last read found nothing: it waits with COUNT 1
 
     async def run(self) -> None:
         """Read until stopped; entries fetched after the stop are handed back at once."""
@@ -83,8 +84,24 @@ class Reader:
         count = max(0, min(s.free + len(ids), self._max_read))  # 0: only carry the acks
         if not ids and not count:
             return None  # the acker sent them meanwhile; the slots come back with its reply
+        # Shards share their slots: a blocking read reserves one slot, not all of them, or an
+        # idle shard would hold every slot for a whole BLOCK while a busy one waits. A shard
+        # that finds entries reads on without BLOCK, for every free slot.
+        block = not ids and (not s.slots.shared or self._idle)
+        if block and s.slots.shared:
+            count = 1
+        # Reserved while the request is out (slots.py), and given back on the way out of here,
+        # with no await before the caller takes what came.
+        s.slots.take(count, s.stream)
         try:
-            reply = await self._ack_and_read(ids, count)
+            return await self._read_reserved(ids, count, block)
+        finally:
+            s.slots.give_back(count)
+
+    async def _read_reserved(self, ids: list[str], count: int, block: bool) -> list[Item] | None:
+        s = self._state
+        try:
+            reply = await self._ack_and_read(ids, count, block)
         except TRANSIENT_ERRORS as exc:  # before ResponseError: READONLY is one
             s.connected = False
             s.stats.read_errors += 1
@@ -115,6 +132,7 @@ class Reader:
         if self._history is not None:
             return await self._history_items(raw_entries)
         s.ready.set()
+        self._idle = not raw_entries
         return [(e[0].decode(), e[1], 1) for e in raw_entries]
 
     async def _history_items(self, raw_entries: list[Any]) -> list[Item]:
@@ -145,10 +163,11 @@ class Reader:
             args += ["BLOCK", self._block_for()]
         return [*args, "STREAMS", s.stream, ">"]
 
-    async def _ack_and_read(self, ids: list[str], count: int) -> Any:
+    async def _ack_and_read(self, ids: list[str], count: int, block: bool) -> Any:
         """One round trip: fenced-ack ``ids``, then XREADGROUP up to ``count`` entries."""
         if not ids:
-            return await self._client.execute_command(RAW_XREADGROUP, *self._read_args(count, True))
+            return await self._client.execute_command(RAW_XREADGROUP,
+                                                      *self._read_args(count, block))
         keys, args = self._acker.args(ids)
         pipe = self._client.pipeline(transaction=False)
         pipe.execute_command("EVAL", Scripts.FENCED_ACK_SOURCE, len(keys), *keys, *args)

@@ -55,10 +55,11 @@ class Reclaimer:
     async def step(self) -> None:
         """One XAUTOCLAIM step of the current pass; the pass ends when the cursor wraps."""
         s = self._state
+        count = min(s.free, self._max_read)
+        s.slots.take(count, s.stream)  # reserved while the request is out, as the reader's (slots.py)
         try:
             cursor, entries, counts, deleted = await self._scripts.reclaim(
-                s.stream, s.group, s.consumer, s.cfg.claim_idle.ms, self._cursor,
-                min(s.free, self._max_read),
+                s.stream, s.group, s.consumer, s.cfg.claim_idle.ms, self._cursor, count,
             )
         except TRANSIENT_ERRORS as exc:
             log.warning("stream %s: reclaim failed (%s)", s.stream, exc)
@@ -73,6 +74,8 @@ class Reclaimer:
         except RedisError as exc:
             self._failed(exc)
             return
+        finally:
+            s.slots.give_back(count)
         if s.health.problems:
             s.health.ok("reclaim")
         if deleted:

@@ -18,6 +18,7 @@ from edged.config import StreamConfig
 from edged.consume.health import StreamHealth
 from edged.consume.inflight import InFlight
 from edged.consume.retry import RetrySchedule
+from edged.consume.slots import Slots
 from edged.consume.stats import StreamStats
 from edged.consume.workqueue import WorkQueue
 
@@ -32,7 +33,8 @@ NamedTuple: building a NamedTuple per entry was 6% of the daemon's time at concu
 
 class StreamState:
     def __init__(self, cfg: StreamConfig, consumer: str, stats: StreamStats | None = None,
-                 health: StreamHealth | None = None, ready: anyio.Event | None = None) -> None:
+                 health: StreamHealth | None = None, ready: anyio.Event | None = None,
+                 slots: Slots | None = None) -> None:
         self.cfg = cfg
         self.stream = cfg.stream
         self.group = cfg.group
@@ -41,7 +43,10 @@ class StreamState:
         self.stats = stats or StreamStats(cfg.stream, cfg.group)
         self.health = health or StreamHealth(cfg.stream, cfg.group)
         self.queue: WorkQueue[Item] = WorkQueue()
-        self.free = cfg.concurrency
+        # Shared by the shards of one logical stream (slots.py); ``held`` is this state's part.
+        self.slots = slots or Slots(cfg.concurrency)
+        self.slots.listen(cfg.stream, self.wake_reader)
+        self.held = 0
         self.inflight = InFlight()  # fetched here and not settled yet
         self.lost: set[str] = set()  # in flight here, but a peer owns them now
         self.retries = RetrySchedule(cfg.retry_backoff.seconds, cfg.retry_backoff_max.seconds)
@@ -64,7 +69,8 @@ class StreamState:
 
     def take(self, items: list[Item]) -> None:
         """Fetched entries become ours to run; after a stop they are handed back unstarted."""
-        self.free -= len(items)
+        self.slots.take(len(items))
+        self.held += len(items)
         self.inflight.add_many(entry_id for entry_id, _, _ in items)
         if self.stopping:
             self.unstarted.extend(items)
@@ -85,8 +91,19 @@ class StreamState:
         self._give_back(1)
 
     def _give_back(self, n: int) -> None:
-        self.free += n
-        self.wake_reader()
+        self.held -= n
+        self.slots.give_back(n)  # wakes every reader of the slots, this one included
+
+    @property
+    def free(self) -> int:
+        """The slots this stream's reader may take now (its turn, if shards share them)."""
+        return self.slots.available(self.stream)
+
+    def abandon(self) -> None:
+        """These parts failed and are replaced: the slots they held come back to the budget
+        (their entries stay pending here, and the new reader takes them again first)."""
+        held, self.held = self.held, 0
+        self.slots.give_back(held)
 
     def wake_reader(self) -> None:
         if self._reader_waiting:
@@ -96,6 +113,7 @@ class StreamState:
     async def wait_for_slots(self, acks_waiting: Callable[[], int]) -> None:
         """Park the reader while every slot is busy and no ack waits to be carried."""
         while self.free <= 0 and not acks_waiting() and not self.stopping:
+            self.slots.wait_turn(self.stream)
             self._slots = anyio.Event()
             self._reader_waiting = True
             try:
@@ -108,6 +126,7 @@ class StreamState:
     def stop(self) -> None:
         """Stop reading and starting entries; what was queued waits to be handed back."""
         self.stopping = True
+        self.slots.leave(self.stream)
         self._wakeup.set()
         self.unstarted.extend(self.queue.close())
         self._slots.set()

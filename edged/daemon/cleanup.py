@@ -1,8 +1,10 @@
 """Removing consumers that are dead and own nothing, so groups do not fill with old names.
 
-XGROUP DELCONSUMER drops a consumer's pending entries for good; the script checks "no live
-heartbeat, not seen for consumer-expiry, nothing pending" in the same step as the delete. A
-dead consumer that still owns entries is left alone: the reclaimers take its entries first.
+XGROUP DELCONSUMER drops a consumer's pending entries for good. The registry says first whether
+the consumer is dead (no heartbeat record, not seen for consumer-expiry); the script then checks
+"idle for consumer-expiry, nothing pending" in the same step as the delete (lua/
+delete_consumer.lua says why the two need not be one step, which a cluster would not allow).
+A dead consumer that still owns entries is left alone: the reclaimers take its entries first.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from edged.keys import daemon_key, seen_key
+from edged.replies import int_or_none
 from edged.scripts import Scripts
 
 log = logging.getLogger("edged.cleanup")
@@ -33,9 +36,9 @@ async def remove_dead_consumers(
         if name == me or int(info.get("pending", 0)) > 0 or int(info.get("idle", 0)) < expiry_ms:
             continue
         try:
-            verdict = await scripts.delete_consumer(
-                stream, group, name, daemon_key(prefix, name), seen_key(prefix), expiry_ms
-            )
+            if not await _dead(client, prefix, name, expiry_ms):
+                continue
+            verdict = await scripts.delete_consumer(stream, group, name, expiry_ms)
         except RedisError as exc:
             log.warning("stream %s: consumer cleanup failed (%s)", stream, exc)
             return removed
@@ -44,3 +47,18 @@ async def remove_dead_consumers(
             log.info("stream %s group %s: removed dead consumer %s (no heartbeat, nothing pending)",
                      stream, group, name)
     return removed
+
+
+async def _dead(client: Redis, prefix: str, consumer: str, expiry_ms: int) -> bool:
+    """No heartbeat record, and not seen for ``expiry_ms`` by the server's clock."""
+    async with client.pipeline(transaction=False) as pipe:  # both keys share a slot
+        pipe.exists(daemon_key(prefix, consumer))
+        pipe.hget(seen_key(prefix), consumer)
+        alive, seen = await pipe.execute()
+    if alive:
+        return False
+    last = int_or_none(seen)
+    if last is None:
+        return True
+    sec, usec = await client.time()
+    return int(sec) * 1000 + int(usec) // 1000 - last >= expiry_ms

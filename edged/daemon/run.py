@@ -31,6 +31,7 @@ from edged.connect.client import describe_target, make_client
 from edged.connect.transient import TRANSIENT_ERRORS
 from edged.consume.consumer import StreamConsumer
 from edged.consume.reader import use_raw_stream_replies
+from edged.consume.slots import Slots
 from edged.daemon.cleanup import remove_dead_consumers
 from edged.daemon.heartbeat import ConsumerNameTaken, Heartbeat
 from edged.daemon.http import HealthServer, ListenError
@@ -39,7 +40,8 @@ from edged.daemon.status import DaemonStatus, snapshot
 from edged.daemon.supervise import keep_running
 from edged.daemon.systemd import notify, run_notifier
 from edged.errors import EXIT_FAILURE
-from edged.handlers import build_handler
+from edged.handlers import HandlerCall, build_handler
+from edged.layout import expand, is_cluster, key_prefix
 from edged.scripts import Scripts
 from edged.shutdown import END_HEARTBEAT
 
@@ -63,12 +65,11 @@ class Daemon:
         )
         use_raw_stream_replies(self.client)
         self.scripts = Scripts(self.client)
-        self.streams = [StreamConsumer(self.client, self.scripts, s, consumer, h, read_block=block)
-                        for s, h in zip(config.streams, handlers, strict=True)]
-        claims = {f"{s.stream}/{s.group}": (s.claim_idle.ms, s.claim_interval.ms)
-                  for s in config.streams}
+        self.streams = self._consumers(handlers, block)
+        claims = {f"{s.stream}/{s.group}": (s.cfg.claim_idle.ms, s.cfg.claim_interval.ms)
+                  for s in self.streams}
         self.heartbeat = Heartbeat(
-            self.scripts, config.daemon.key_prefix, consumer,
+            self.scripts, key_prefix(config), consumer,
             config.daemon.heartbeat_interval.seconds, claims,
             lambda: self.status().heartbeat_fields(),
         )
@@ -79,6 +80,18 @@ class Daemon:
         # Group gauges for /metrics, sampled from Redis only when HTTP is on.
         self._sampler = (GroupSampler(self.client, [(s.stream, s.group) for s in self.streams])
                          if config.daemon.listen else None)
+
+    def _consumers(self, handlers: list[HandlerCall], block: float) -> list[StreamConsumer]:
+        """One consumer per physical stream; the shards of a logical stream share its handler
+        and its slots (``concurrency`` bounds the logical stream)."""
+        cluster = is_cluster(self.config)
+        consumers = []
+        for s, handler in zip(self.config.streams, handlers, strict=True):
+            slots = Slots(s.concurrency, readers=s.shards)
+            consumers += [StreamConsumer(self.client, self.scripts, p.cfg, self.consumer, handler,
+                                         read_block=block, slots=slots, logical=p.logical)
+                          for p in expand(s, cluster)]
+        return consumers
 
     @property
     def stopping(self) -> bool:
@@ -204,7 +217,7 @@ class Daemon:
             for s in self.streams:
                 try:
                     await remove_dead_consumers(
-                        self.client, self.scripts, self.config.daemon.key_prefix, s.stream,
+                        self.client, self.scripts, key_prefix(self.config), s.stream,
                         s.group, self.consumer, expiry.ms,
                     )
                 except (*TRANSIENT_ERRORS, RedisError) as exc:  # Redis away: next tick

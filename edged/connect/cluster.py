@@ -1,0 +1,57 @@
+"""Redis Cluster: one client for every primary, found from seed nodes.
+
+redis-py's RedisCluster follows MOVED and ASK redirects itself and, after a connection error,
+relearns the topology on the next command. edged turns its own retries off there, as for one
+server: a retried XADD could publish twice, a retried blocking read hides the stop flag. So a
+node that dies surfaces as a connection error, every loop of edged backs off and retries as
+it does in a Sentinel failover, and the retry lands on the promoted replica.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from edged.config import RedisConfig, split_host_port
+from edged.connect.auth import tls_kwargs
+from edged.connect.transient import FailoverAwareParser
+
+# Options of a single-server client that RedisCluster does not take (it has only database 0
+# and builds its own connection classes).
+_SINGLE_SERVER_ONLY = ("db", "parser_class", "retry")
+
+
+def make_cluster_client(cfg: RedisConfig, primary_kwargs: dict[str, Any]) -> Redis:
+    """A client of the cluster named by ``[redis.cluster] nodes``.
+
+    Typed as ``Redis``: edged uses only commands both clients share (per-key commands, scripts
+    whose keys share a slot, pipelines), so the rest of the code has one client type.
+    """
+    assert cfg.cluster is not None
+    kwargs = {k: v for k, v in primary_kwargs.items() if k not in _SINGLE_SERVER_ONLY}
+    if cfg.tls is not None:
+        kwargs["ssl"] = True
+        kwargs.update(tls_kwargs(cfg.tls))
+    seeds = [ClusterNode(*split_host_port(node)) for node in cfg.cluster.nodes]
+    client = RedisCluster(
+        startup_nodes=seeds,
+        retry=Retry(NoBackoff(), 0),
+        # A slot without a primary (its node died, no replica promoted yet) is reported on the
+        # command that needs it, not refused for the whole client: other shards go on.
+        require_full_coverage=False,
+        **kwargs,
+    )
+    _use_failover_parser(client)
+    return cast(Redis, client)
+
+
+def _use_failover_parser(client: RedisCluster) -> None:
+    """Have every node connection raise UNBLOCKED/MASTERDOWN as connection errors, as a single
+    server's do (transient.py): a primary demoted under a blocking read answers UNBLOCKED."""
+    client.nodes_manager.connection_kwargs["parser_class"] = FailoverAwareParser
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_kwargs["parser_class"] = FailoverAwareParser

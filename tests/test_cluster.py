@@ -1,0 +1,215 @@
+"""edged on a real Redis Cluster: three primaries, three replicas (tests/cluster.py).
+
+Daemons run as `edged start -c` with `[redis.cluster] nodes`; the operator commands run with
+the same config. Handlers record what they ran on the single test server (``server``), so
+what a test checks never depends on the cluster it is testing. Stream names are picked so
+that they live on different primaries, which is where CROSSSLOT errors and per-node
+connections would show.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import redis
+from redis.cluster import RedisCluster
+
+from edged.local_cluster import LocalCluster
+from edged.sharding import key_slot, shard_for_key, shard_names
+from tests.cluster import cluster, rc  # noqa: F401 - fixtures
+from tests.servers import Server
+from tests.support import DaemonProcess, Fleet, run_edged, wait_for, write_config
+
+GROUP = "edged"
+
+
+def on_three_primaries(cluster: LocalCluster, prefix: str) -> list[str]:  # noqa: F811
+    """Three stream names whose slots belong to three different primaries."""
+    names: dict[str, str] = {}
+    i = 0
+    while len(names) < 3:
+        name = f"{prefix}{i}"
+        names.setdefault(cluster.node_for_slot(key_slot(name)).address, name)
+        i += 1
+    return sorted(names.values())
+
+
+def cluster_table(cluster: LocalCluster) -> dict[str, Any]:  # noqa: F811
+    return {"cluster": {"nodes": cluster.seeds()}}
+
+
+def stream_cfg(stream: str, **extra: Any) -> dict[str, Any]:
+    return {"stream": stream, "handler": "tests.handlers:record", "start-id": "0",
+            "claim-idle": "1s", "claim-interval": "200ms", **extra}
+
+
+def cli(config: Path, *args: str, input: str | None = None) -> Any:
+    return run_edged(*args, "-c", str(config), input=input)
+
+
+def handled(recorder: redis.Redis, stream: str) -> list[str]:
+    return [m.decode().split()[0] for m in recorder.lrange(f"{stream}:handled", 0, -1)]
+
+
+def make_fleet(server: Server, tmp_path: Path, spawned: list[DaemonProcess],
+               cluster: LocalCluster) -> Fleet:  # noqa: F811
+    return Fleet(server.url, tmp_path, spawned, redis=cluster_table(cluster))
+
+
+def admin_config(tmp_path: Path, cluster: LocalCluster,  # noqa: F811
+                 streams: list[dict[str, Any]]) -> Path:
+    return write_config(tmp_path / "admin.toml", streams, redis=cluster_table(cluster))
+
+
+def test_daemons_consume_streams_on_every_primary_without_crossslot(
+    cluster: LocalCluster, rc: RedisCluster, server: Server, tmp_path: Path,  # noqa: F811
+    spawned: list[DaemonProcess], r: redis.Redis,
+) -> None:
+    """Two daemons consume three streams that live on three different primaries; entries
+    are published with `edged publish -c` (the cluster config), some handled, some rejected.
+
+    Must hold: every entry is handled exactly once or dead-lettered; each stream's rejected
+    entry sits in its dead-letter stream ``{<stream>}:dead``, which shares the stream's slot;
+    the daemons' own keys are ``{edged}:...`` (one slot); ``edged status``, ``groups``,
+    ``pending`` and ``dlq list`` answer from the cluster config (no CROSSSLOT anywhere); no
+    daemon logged an error."""
+    streams = on_three_primaries(cluster, f"cl:{tmp_path.name[-6:]}:")
+    cfgs = [stream_cfg(s) for s in streams]
+    fleet = make_fleet(server, tmp_path, spawned, cluster)
+    daemons = [fleet.start(name, cfgs, **{"heartbeat-interval": "200ms"}) for name in ("a", "b")]
+    for d in daemons:
+        d.wait_ready()
+    config = admin_config(tmp_path, cluster, cfgs)
+    published: dict[str, list[str]] = {}
+    for s in streams:
+        res = cli(config, "publish", s, "-", input="".join(f'{{"n": {i}}}\n' for i in range(20)))
+        assert res.returncode == 0, res.stderr
+        published[s] = res.stdout.split()
+        res = cli(config, "publish", s, '{"reject": "bad on purpose"}')
+        assert res.returncode == 0, res.stderr
+        published[s + ":rejected"] = res.stdout.split()
+    for s in streams:
+        wait_for(lambda s=s: sorted(handled(r, s)) == sorted(published[s]) and
+                 rc.xlen("{" + s + "}:dead") == 1,
+                 what=lambda s=s: f"{s}: handled {len(handled(r, s))}/20, "
+                                  f"dead {rc.xlen('{' + s + '}:dead')}\n{fleet.logs()}")
+        dead = rc.xrange("{" + s + "}:dead")
+        assert dead[0][1][b"edged-id"].decode() == published[s + ":rejected"][0]
+        assert key_slot("{" + s + "}:dead") == key_slot(s)
+        wait_for(lambda s=s: rc.xpending(s, GROUP)["pending"] == 0, what=f"{s} PEL drained")
+    own = sorted(k.decode() for k in rc.scan_iter(match="*edged*", target_nodes=rc.PRIMARIES))
+    assert {"{edged}:seen", "{edged}:daemon:a", "{edged}:daemon:b"} <= set(own), own
+    assert all(k.startswith("{edged}:") for k in own), own
+    status = cli(config, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    seen = {d["consumer"] for d in json.loads(status.stdout)["daemons"]}
+    assert seen == {"a", "b"}
+    for command in (["groups", "--json"], ["pending", streams[0], "--json"],
+                    ["dlq", "list", streams[1], "--json"]):
+        res = cli(config, *command)
+        assert res.returncode == 0 and "CROSSSLOT" not in res.stdout + res.stderr, (command, res)
+    dlq = json.loads(cli(config, "dlq", "list", streams[1], "--json").stdout)
+    assert [e["original_id"] for e in dlq["entries"]] == published[streams[1] + ":rejected"]
+    for d in daemons:
+        assert " ERROR " not in d.output() and "CROSSSLOT" not in d.output(), d.output()
+
+
+def test_dead_letter_replay_on_cluster(
+    cluster: LocalCluster, rc: RedisCluster, server: Server, tmp_path: Path,  # noqa: F811
+    spawned: list[DaemonProcess], r: redis.Redis,
+) -> None:
+    """An entry rejected on a cluster, replayed with `edged dlq replay -c`: the replay's
+    add-then-check transaction runs in the stream's slot.
+
+    Must hold: the replay adds one copy to the stream and takes the entry out of the
+    dead-letter stream; the copy (same payload) is rejected again, so the dead-letter stream
+    then holds exactly one entry, the copy's; the group's PEL drains."""
+    stream = f"cl:{tmp_path.name[-6:]}:replay"
+    cfgs = [stream_cfg(stream, **{"max-deliveries": 1})]
+    fleet = make_fleet(server, tmp_path, spawned, cluster)
+    fleet.start("a", cfgs).wait_ready()
+    config = admin_config(tmp_path, cluster, cfgs)
+    res = cli(config, "publish", stream, '{"reject": "first time"}')
+    assert res.returncode == 0, res.stderr
+    dead = "{" + stream + "}:dead"
+    wait_for(lambda: rc.xlen(dead) == 1, what=lambda: f"dead-lettered\n{fleet.logs()}")
+    res = cli(config, "dlq", "replay", stream, "--all", "--json")
+    assert res.returncode == 0, res.stderr
+    replayed = json.loads(res.stdout)["replayed"]
+    assert len(replayed) == 1, res.stdout
+    copy = replayed[0]["new_id"]
+    wait_for(lambda: [e[1][b"edged-id"].decode() for e in rc.xrange(dead)] == [copy],
+             what=lambda: f"replayed copy {copy} rejected again: {rc.xrange(dead)}\n{fleet.logs()}")
+    assert len(rc.xrange(stream)) == 2
+    wait_for(lambda: rc.xpending(stream, GROUP)["pending"] == 0, what="PEL drained")
+
+
+def test_reclaim_after_sigkill_on_cluster(
+    cluster: LocalCluster, rc: RedisCluster, server: Server, tmp_path: Path,  # noqa: F811
+    spawned: list[DaemonProcess], r: redis.Redis,
+) -> None:
+    """Daemon "a" takes entries whose handler hangs, and is SIGKILLed; daemon "b" reclaims
+    them with XAUTOCLAIM on the cluster (claim-idle 1 s).
+
+    Must hold: every entry is handled by "b" (recorded with b's name), and the PEL drains."""
+    stream = f"cl:{tmp_path.name[-6:]}:reclaim"
+    cfgs = [stream_cfg(stream, concurrency=4)]
+    fleet = make_fleet(server, tmp_path, spawned, cluster)
+    a = fleet.start("a", cfgs)
+    a.wait_ready()
+    config = admin_config(tmp_path, cluster, cfgs)
+    res = cli(config, "publish", stream, "-", input='{"hang": true}\n' * 4)
+    ids = res.stdout.split()
+    wait_for(lambda: r.llen(f"{stream}:started") == 4, what=lambda: f"a started 4\n{a.output()}")
+    a.kill()
+    r.set(f"{stream}:release", 1)
+    b = fleet.start("b", cfgs)
+    b.wait_ready()
+    wait_for(lambda: sorted(handled(r, stream)) == sorted(ids),
+             what=lambda: f"b handled all 4: {handled(r, stream)}\n{fleet.logs()}")
+    assert {m.decode().split()[1] for m in r.lrange(f"{stream}:handled", 0, -1)} == {"b"}
+    wait_for(lambda: rc.xpending(stream, GROUP)["pending"] == 0, what="PEL drained")
+
+
+def test_sharded_stream_spreads_over_primaries_and_keeps_key_order(
+    cluster: LocalCluster, rc: RedisCluster, server: Server, tmp_path: Path,  # noqa: F811
+    spawned: list[DaemonProcess], r: redis.Redis,
+) -> None:
+    """A logical stream of 6 shards read by two daemons with concurrency 4 (shared by the
+    shards); 60 entries published with --key k1, 60 with --key k2, 60 without a key.
+
+    Must hold: the 6 shards sit on all 3 primaries, two each; every entry with one key is
+    in that key's shard (shard_for_key) and in publish order there; the keyless ones spread
+    evenly (10 per shard); every entry is handled; every shard's PEL drains."""
+    stream = f"cl{tmp_path.name[-6:].replace('_', '')}"
+    names = shard_names(stream, 6)
+    owners = [cluster.node_for_slot(key_slot(n)).address for n in names]
+    assert sorted(owners.count(o) for o in set(owners)) == [2, 2, 2], owners
+    cfgs = [stream_cfg(stream, shards=6, concurrency=4)]
+    fleet = make_fleet(server, tmp_path, spawned, cluster)
+    daemons = [fleet.start(name, cfgs) for name in ("a", "b")]
+    for d in daemons:
+        d.wait_ready()
+    config = admin_config(tmp_path, cluster, cfgs)
+    out: dict[str, list[tuple[str, str]]] = {}
+    for key in ("k1", "k2", None):
+        args = ["publish", stream, "-"] + (["--key", key] if key else [])
+        res = cli(config, *args, input="".join(f'{{"sleep": 0.01, "n": {i}}}\n' for i in range(60)))
+        assert res.returncode == 0, res.stderr
+        out[key or ""] = [tuple(line.split()) for line in res.stdout.splitlines()]  # type: ignore[misc]
+    for key in ("k1", "k2"):
+        shard = names[shard_for_key(key, 6)]
+        assert {s for s, _ in out[key]} == {shard}
+        in_stream = [eid.decode() for eid, _ in rc.xrange(shard)]
+        ours = [eid for _, eid in out[key]]
+        assert [e for e in in_stream if e in set(ours)] == ours  # publish order
+    spread = [s for s, _ in out[""]]
+    assert sorted(spread.count(n) for n in names) == [10] * 6
+    every = {(s, e) for entries in out.values() for s, e in entries}
+    wait_for(lambda: {(s, h) for s in names for h in handled(r, s)} == every,
+             what=lambda: f"all 180 handled: {sum(len(handled(r, s)) for s in names)}\n"
+                          f"{fleet.logs()}")
+    for n in names:
+        wait_for(lambda n=n: rc.xpending(n, GROUP)["pending"] == 0, what=f"{n} PEL drained")
