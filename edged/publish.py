@@ -7,12 +7,15 @@ entries of one key stay in one shard, in publish order; entries without a key go
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import AskError, MovedError
+from redis.exceptions import AskError, MovedError, RedisClusterException, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edged.errors import EdgedError
 from edged.keys import PAYLOAD_FIELD
@@ -159,17 +162,26 @@ async def _add_and_wait_on_owner(client: RedisCluster, stream: str, commands: li
     """
     ids: list[str] = []
     acked = wait_replicas
+    await client.initialize()  # learns the slots on first use (or after a connection error)
     node = client.get_node_from_key(stream)
     asking = False
     for _ in range(MAX_REDIRECTS):
         if node is None:
             raise EdgedError(f"no cluster node serves the slot of {stream!r}")
-        replies = await _send_on_one_connection(
-            node, commands, wait_replicas, int(wait_timeout * 1000), asking)
+        try:
+            replies = await _send_on_one_connection(
+                node, commands, wait_replicas, int(wait_timeout * 1000), asking)
+        except (RedisConnectionError, RedisTimeoutError):
+            # The node may be dead and its replica promoted: the next publish asks the cluster
+            # again (the client does this itself only for the commands it sends).
+            await _relearn(client)
+            raise
         adds, waited = replies[:-1], replies[-1]
         refused = next((i for i, r in enumerate(adds) if isinstance(r, Exception)), len(adds))
         ids += [_text(r) for r in adds[:refused]]
         if refused:
+            if isinstance(waited, Exception):
+                raise waited
             acked = min(acked, int(waited))
         commands = commands[refused:]
         if not commands:
@@ -179,10 +191,17 @@ async def _add_and_wait_on_owner(client: RedisCluster, stream: str, commands: li
             raise error
         asking = not isinstance(error, MovedError)
         if not asking:
-            await client.nodes_manager.initialize()  # relearn every slot's owner
+            await _relearn(client)
         node = client.get_node(host=error.host, port=error.port) or client.get_node_from_key(stream)
     raise EdgedError(f"{stream!r}: its slot moved more than {MAX_REDIRECTS} times while "
                      "publishing; nothing more was sent")
+
+
+async def _relearn(client: RedisCluster) -> None:
+    """Ask the cluster again which node owns which slot; an unreachable cluster is left for
+    the next command to report."""
+    with contextlib.suppress(RedisConnectionError, RedisTimeoutError, RedisClusterException):
+        await client.nodes_manager.initialize()
 
 
 async def _send_on_one_connection(node: Any, commands: list[list[Any]], wait_replicas: int,
@@ -203,7 +222,7 @@ async def _send_on_one_connection(node: Any, commands: list[list[Any]], wait_rep
         for _ in sent:
             try:
                 replies.append(await connection.read_response())
-            except AskError as exc:  # MOVED too; any other error is raised
+            except ResponseError as exc:  # MOVED, ASK; WAIT on a node no longer primary
                 replies.append(exc)
     except BaseException:
         await connection.disconnect()  # replies may be left unread on it
