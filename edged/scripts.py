@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
 from edged.keys import HB_INSTANCE
 from edged.lua import source
@@ -38,18 +40,39 @@ async def add_then_check(client: Redis, key: str | bytes, fields: list[Any], che
     return None if result is None else text(result)
 
 
+class _Script:
+    """A script sent by its SHA1 (EVALSHA), and by its source (EVAL) when the server answers
+    NOSCRIPT: a restarted server, or a replica just promoted, has an empty script cache.
+
+    Not redis-py's registered scripts: on NOSCRIPT they SCRIPT LOAD and retry, and on a
+    cluster the load goes to the primaries the client knows, which right after a failover is
+    not yet the node that answered NOSCRIPT. EVAL runs on the key's node and caches it there.
+    """
+
+    def __init__(self, client: Redis, text: str) -> None:
+        self._client = client
+        self._source = text
+        self._sha = hashlib.sha1(text.encode()).hexdigest()
+
+    async def __call__(self, keys: list[Any], args: list[Any]) -> Any:
+        try:
+            return await self._client.evalsha(self._sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._client.eval(self._source, len(keys), *keys, *args)
+
+
 class Scripts:
-    """Registered scripts of one client; redis-py reloads them after NOSCRIPT (e.g. failover)."""
+    """The scripts of one client, each sent by SHA1 and by source after NOSCRIPT (_Script)."""
 
     def __init__(self, client: Redis) -> None:
-        self._ack = client.register_script(self.FENCED_ACK_SOURCE)
-        self._release = client.register_script(source("fenced_release"))
+        self._ack = _Script(client, self.FENCED_ACK_SOURCE)
+        self._release = _Script(client, source("fenced_release"))
         self._client = client
-        self._lease = client.register_script(source("lease"))
-        self._reclaim = client.register_script(source("reclaim"))
-        self._heartbeat = client.register_script(source("heartbeat"))
-        self._heartbeat_end = client.register_script(source("heartbeat_end"))
-        self._delete_consumer = client.register_script(source("delete_consumer"))
+        self._lease = _Script(client, source("lease"))
+        self._reclaim = _Script(client, source("reclaim"))
+        self._heartbeat = _Script(client, source("heartbeat"))
+        self._heartbeat_end = _Script(client, source("heartbeat_end"))
+        self._delete_consumer = _Script(client, source("delete_consumer"))
 
     # The source travels with every pipelined ack (EVAL, not EVALSHA): a server that lost its
     # script cache (restart, failover, SCRIPT FLUSH) must not make the reader's ack fail while

@@ -206,3 +206,36 @@ def test_slot_migrated_while_consumed_loses_nothing(
     assert cluster.node_for_slot(slot) is source
     dead_entries: Any = rc.xrange(dead)
     assert [e[1][b"edged-reason"] for e in dead_entries] == [b"rejected: mid-migration"]
+
+
+def test_manual_failover_unblocks_readers_without_degrading(
+    cluster: LocalCluster, rc: RedisCluster, server: Server, tmp_path: Path,  # noqa: F811
+    spawned: list[DaemonProcess], r: redis.Redis,
+) -> None:
+    """CLUSTER FAILOVER on the replica of a consumed stream's primary: the old primary is
+    demoted while the daemons' XREADGROUP BLOCK waits on it, and answers UNBLOCKED.
+
+    Must hold: the daemons take that as a failover (retry, follow MOVED to the new primary),
+    not as a fault of the stream: no ERROR and no degraded stream in their logs; entries
+    published after the switch are handled; every PEL drains; no daemon exits."""
+    streams = on_three_primaries(cluster, f"cu:{tmp_path.name[-6:]}:")
+    stream = streams[0]
+    daemons = start_fleet(cluster, server, tmp_path, spawned, streams)
+    old = cluster.node_for_slot(key_slot(stream))
+    replica = next(n for n in cluster.replicas()
+                   if (view := n.own_view()) is not None and view[0].master_id == old.node_id)
+    with Producer(cluster, streams, wait_replicas=0) as producer:
+        wait_for(lambda: producer.count(stream) >= 20, 30, what="20 published before")
+        with replica.client(10) as c:
+            c.execute_command("CLUSTER", "FAILOVER")
+        wait_for(lambda: cluster.node_for_slot(key_slot(stream)) is replica, 30,
+                 what=lambda: f"the replica took over: {cluster.problem()}")
+        switched_ms = int(time.time() * 1000)
+        wait_for(lambda: first_handled_after(r, stream, switched_ms), 30,
+                 what=lambda: "an entry published after the switch handled\n"
+                              + "\n".join(d.output()[-3000:] for d in daemons))
+        cluster.wait_ok(30)
+    assert_all_handled(r, rc, producer, daemons)
+    for d in daemons:
+        out = d.output()
+        assert " ERROR " not in out and "degraded" not in out.lower(), out[-4000:]
