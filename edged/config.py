@@ -430,8 +430,10 @@ class StreamConfig(_Section, frozen=True):
     max_deliveries: PositiveInt = 5
     """Deliveries, as counted by Redis, after which a failing entry goes to the dead-letter stream."""
     dead_letter: str | None = None
-    """Dead-letter stream; ``"<stream>:dead"`` when not given. Never a stream edged reads (this
-    config's ``stream`` keys): a rejected entry would come back, again and again."""
+    """Dead-letter stream; when not given ``"<stream>:dead"`` on one server, ``"{<stream>}:dead"``
+    on a cluster (the stream's hash slot), ``"{<shard>}:dead"`` per shard. Never a stream edged
+    reads: a rejected entry would come back, again and again. On a cluster it must share the
+    stream's slot, and a sharded stream cannot set one."""
     codec: Codec = "json"
     """How the ``payload`` field is decoded (``raw``: bytes as they are); a payload that does not
     decode goes straight to the dead-letter stream."""

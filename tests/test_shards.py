@@ -138,3 +138,24 @@ def test_cluster_names_keep_the_stream_slot_and_single_server_names_stay() -> No
     assert [s.cfg.dead_letter_stream for s in sharded] == [
         "{" + n + "}:dead" for n in shard_names("orders", 3)]
     assert all(s.cfg.shards == 1 and s.logical == "orders" for s in sharded)
+
+
+def test_readme_vectors_are_what_the_functions_give() -> None:
+    """The test vectors README gives producers in other languages are computed, not typed:
+    every key row (CRC-32, shard of 6) and every name row (name, slot) matches sharding.py."""
+    import re
+    import zlib
+
+    from edged.sharding import key_slot
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| `([^`]*)` \| (\d+) \| (\d) \| \| (\d) \| `([^`]+)` \| (\d+) \|$|"
+                      r"^\| \| \| \| \| (\d) \| `([^`]+)` \| (\d+) \|$", readme, re.M)
+    keys = [(k.replace('""', ""), int(c), int(s)) for k, c, s, *_ in rows if c]
+    names = [(int(i or j), n or m, int(sl or sm)) for _, _, _, i, n, sl, j, m, sm in rows]
+    assert len(keys) == 4 and len(names) == 6, rows
+    for key, crc, shard in keys:
+        assert (zlib.crc32(key.encode()), shard_for_key(key, 6)) == (crc, shard), key
+    expected = shard_names("telemetry", 6)
+    for i, name, slot in names:
+        assert (expected[i], key_slot(name)) == (name, slot)
