@@ -34,6 +34,12 @@ OPERATE = (
     " +multi +exec"
 )
 
+# Added to each rule above on a Redis Cluster: redis-py learns the slots with CLUSTER SLOTS,
+# where each command's keys are with COMMAND (read-only metadata), and follows a slot being
+# migrated with ASKING. Key patterns there: `{edged}:*` instead of `edged:*`, and
+# `{<stream>}:dead` dead-letter streams.
+CLUSTER = "+cluster|slots +command +asking"
+
 # For the sentinels' own ACL user (redis-py asks SENTINEL MASTERS; edged subscribes to
 # +switch-master, so the channel must be allowed: `resetchannels &+switch-master`).
 SENTINEL = (

@@ -145,7 +145,7 @@ def test_password_from_systemd_credentials_directory(
 def test_readme_documents_exactly_these_rules() -> None:
     """README.md shows the same ACL rules the tests log in with (they cannot drift apart)."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    for rule in (acl.DAEMON, acl.INSPECT, acl.OPERATE, acl.SENTINEL):
+    for rule in (acl.DAEMON, acl.INSPECT, acl.OPERATE, acl.SENTINEL, acl.CLUSTER):
         assert rule in readme
         assert "+@all" not in rule and "@dangerous" not in rule
 

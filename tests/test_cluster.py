@@ -21,6 +21,7 @@ from edged.sharding import key_slot, shard_for_key, shard_names
 from tests.cluster import cluster, rc  # noqa: F401 - fixtures
 from tests.servers import Server
 from tests.support import DaemonProcess, Fleet, run_edged, wait_for, write_config
+from tests.support import test_env as edged_env
 
 GROUP = "edged"
 
@@ -213,3 +214,59 @@ def test_sharded_stream_spreads_over_primaries_and_keeps_key_order(
                           f"{fleet.logs()}")
     for n in names:
         wait_for(lambda n=n: rc.xpending(n, GROUP)["pending"] == 0, what=f"{n} PEL drained")
+
+
+def test_daemon_and_operator_as_least_privilege_users_on_cluster(
+    cluster: LocalCluster, rc: RedisCluster, server: Server, tmp_path: Path,  # noqa: F811
+    spawned: list[DaemonProcess], r: redis.Redis,
+) -> None:
+    """The documented ACL rules plus acl.CLUSTER, on every node (ACL SETUSER is per node): a
+    daemon as the DAEMON user (keys: the stream, its `{stream}:dead`, `{edged}:*`) consumes
+    and dead-letters; `edged dlq list` runs as the INSPECT user, `dlq replay` and `publish
+    --wait-replicas 1` as the OPERATE user.
+
+    Must hold: all of it works, and ACL LOG on every node records no denial for any of them."""
+    import uuid
+
+    from edged import acl
+
+    stream = f"cl:{tmp_path.name[-6:]}:acl"
+    keys = f"~{stream} ~{{{stream}}}:dead ~{{edged}}:*"
+    users: dict[str, tuple[str, str]] = {}
+    for role, rule in (("daemon", acl.DAEMON), ("inspect", acl.INSPECT),
+                       ("operate", acl.OPERATE)):
+        users[role] = (f"u{uuid.uuid4().hex[:8]}", uuid.uuid4().hex)
+        for node in cluster.live():
+            with node.client() as c:
+                c.execute_command("ACL", "SETUSER", *acl.setuser_args(
+                    users[role][0], users[role][1], keys, f"{rule} {acl.CLUSTER}"))
+
+    def config(role: str, **extra: Any) -> Path:
+        user, password = users[role]
+        secret = tmp_path / f"{role}.password"
+        secret.write_text(password + "\n")
+        secret.chmod(0o600)
+        return write_config(tmp_path / f"{role}.toml", [stream_cfg(stream)],
+                            redis={"username": user, "password-file": str(secret),
+                                   **cluster_table(cluster)}, **extra)
+
+    d = DaemonProcess(config("daemon", daemon={"consumer": "a"}), None, tmp_path / "a.log",
+                      env=edged_env(EDGED_TEST_REDIS=server.url, EDGED_TEST_CONSUMER="a"))
+    spawned.append(d)
+    d.wait_ready()
+    res = cli(config("operate"), "publish", stream, "-", "--wait-replicas", "1",
+              input='{"n": 1}\n{"reject": "no"}\n')
+    assert res.returncode == 0, res.stderr
+    first = res.stdout.split()[0]
+    wait_for(lambda: handled(r, stream) == [first] and rc.xlen("{" + stream + "}:dead") == 1,
+             what=lambda: f"handled and dead-lettered\n{d.output()}")
+    listed = cli(config("inspect"), "dlq", "list", stream, "--json")
+    assert listed.returncode == 0 and json.loads(listed.stdout)["entries"], listed.stderr
+    replayed = cli(config("operate"), "dlq", "replay", stream, "--all", "--json")
+    assert replayed.returncode == 0 and json.loads(replayed.stdout)["replayed"], replayed.stderr
+    for node in cluster.live():
+        with node.client() as c:
+            for user, _ in users.values():
+                rows = c.execute_command("ACL", "LOG", "128")
+                mine = [row for row in rows if user.encode() in row]
+                assert mine == [], (node.address, mine)
