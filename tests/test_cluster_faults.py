@@ -16,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 import redis
 from redis.cluster import RedisCluster
 
 from edged.ids import id_ms
 from edged.local_cluster import LocalCluster, migrate_slot
-from edged.sharding import key_slot
+from edged.sharding import key_slot, shard_names
 from tests.cluster import cluster, kill_primary_of, rc  # noqa: F401 - fixtures
 from tests.servers import Server
 from tests.support import DaemonProcess, Fleet, wait_for
@@ -100,9 +101,10 @@ class Producer:
 
 
 def start_fleet(cluster: LocalCluster, server: Server, tmp_path: Path,  # noqa: F811
-                spawned: list[DaemonProcess], streams: list[str]) -> list[DaemonProcess]:
+                spawned: list[DaemonProcess], streams: list[str],
+                cfgs: list[dict[str, Any]] | None = None) -> list[DaemonProcess]:
     fleet = Fleet(server.url, tmp_path, spawned, redis=cluster_table(cluster))
-    cfgs = [stream_cfg(s) for s in streams]
+    cfgs = cfgs or [stream_cfg(s) for s in streams]
     daemons = [fleet.start(name, cfgs) for name in ("a", "b")]
     for d in daemons:
         d.wait_ready()
@@ -126,20 +128,30 @@ def first_handled_after(r: redis.Redis, stream: str, ms: int) -> bool:
     return any(id_ms(i) > ms for i in handled(r, stream))
 
 
+@pytest.mark.parametrize("layout", ["streams", "shards"])
 def test_primary_sigkilled_while_consuming_loses_no_wait_acknowledged_entry(
     cluster: LocalCluster, rc: RedisCluster, server: Server, tmp_path: Path,  # noqa: F811
-    spawned: list[DaemonProcess], r: redis.Redis,
+    spawned: list[DaemonProcess], r: redis.Redis, layout: str,
 ) -> None:
-    """The primary of one stream's slot is SIGKILLed while two daemons consume three streams
-    (one per primary) and the producer publishes with --wait-replicas 1; its replica is
-    promoted; then the killed node comes back as a replica.
+    """The primary of one stream's slot is SIGKILLed while two daemons consume and the
+    producer publishes with --wait-replicas 1; its replica is promoted; then the killed node
+    comes back as a replica. ``streams``: three streams, one per primary; ``shards``: one
+    logical stream of 6 shards (two per primary) with one shared concurrency budget.
 
-    Must hold: every WAIT-acknowledged entry of every stream is handled; every PEL drains;
-    entries published to the promoted replica are handled; the other streams go on while the
-    slot has no primary; neither daemon exits."""
-    streams = on_three_primaries(cluster, f"ck:{tmp_path.name[-6:]}:")
-    victim_stream, others = streams[0], streams[1:]
-    daemons = start_fleet(cluster, server, tmp_path, spawned, streams)
+    Must hold: every WAIT-acknowledged entry of every stream (shard) is handled; every PEL
+    drains; entries published to the promoted replica are handled; the other streams (shards)
+    go on while the slot has no primary; neither daemon exits."""
+    prefix = f"ck{tmp_path.name[-6:].replace('_', '')}"
+    cfgs = None
+    if layout == "shards":
+        streams = shard_names(prefix, 6)
+        cfgs = [stream_cfg(prefix, shards=6, concurrency=8)]
+    else:
+        streams = on_three_primaries(cluster, prefix + ":")
+    victim_stream = streams[0]
+    victim_node = cluster.node_for_slot(key_slot(victim_stream))
+    others = [s for s in streams if cluster.node_for_slot(key_slot(s)) is not victim_node]
+    daemons = start_fleet(cluster, server, tmp_path, spawned, streams, cfgs)
     with Producer(cluster, streams) as producer:
         wait_for(lambda: all(producer.count(s) >= 20 for s in streams), 30,
                  what=lambda: f"20 acked each: {[producer.count(s) for s in streams]}")
@@ -162,7 +174,7 @@ def test_primary_sigkilled_while_consuming_loses_no_wait_acknowledged_entry(
                  what=lambda: f"acked on the promoted primary: {producer.count(victim_stream, kill_ms)}"
                               f"; errors {producer.errors[-3:]}")
     assert_all_handled(r, rc, producer, daemons)
-    print(f"\nfailover: kill → promoted {promoted - started:.2f}s, kill → first entry handled on "
+    print(f"\nfailover ({layout}): kill → promoted {promoted - started:.2f}s, kill → first entry handled on "
           f"the promoted replica {handled_again - started:.2f}s; acked "
           f"{sum(len(v) for v in producer.acked.values())}, lost 0; publish errors "
           f"{len(producer.errors)}")

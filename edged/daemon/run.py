@@ -251,7 +251,10 @@ class Daemon:
         while not self.stopping:
             try:
                 info = await self.client.info("server")
-                role = (await self.client.info("replication")).get("role", "?")
+                if is_cluster(self.config):  # INFO answers for one node; all are primaries' peers
+                    role = "cluster node"
+                else:
+                    role = (await self.client.info("replication")).get("role", "?")
                 break
             except TRANSIENT_ERRORS as exc:
                 delay = backoff.next_delay()
