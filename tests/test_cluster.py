@@ -270,3 +270,41 @@ def test_daemon_and_operator_as_least_privilege_users_on_cluster(
                 rows = c.execute_command("ACL", "LOG", "128")
                 mine = [row for row in rows if user.encode() in row]
                 assert mine == [], (node.address, mine)
+
+
+def test_daemon_started_before_its_cluster_waits_for_it(
+    server: Server, tmp_path: Path, spawned: list[DaemonProcess], r: redis.Redis,
+) -> None:
+    """A daemon whose seed nodes do not answer yet (the cluster is not started) keeps
+    retrying with a warning instead of exiting; once a cluster forms on those ports it becomes
+    ready and consumes. A config whose dead-letter stream is in another slot is refused by
+    `edged config validate` with exit 78 naming the field.
+
+    Must hold: the daemon is alive and not ready before, ready after; the entry published then
+    is handled; the bad config exits 78 with `streams[0].dead-letter` in the message."""
+    from edged.local_cluster import free_cluster_ports, start_local_cluster
+    from tests.servers import server_binary
+
+    ports = free_cluster_ports(3)
+    seeds = {"cluster": {"nodes": [f"127.0.0.1:{p}" for p in ports]}}
+    stream = f"cl:{tmp_path.name[-6:]}:late"
+    fleet = Fleet(server.url, tmp_path, spawned, redis=seeds)
+    d = fleet.start("a", [stream_cfg(stream)])
+    wait_for(lambda: "unavailable" in d.output() or "cannot" in d.output(),
+             what=lambda: f"a warning that the cluster is away\n{d.output()}")
+    assert d.proc.poll() is None and "ready:" not in d.output(), d.output()
+    local = start_local_cluster(server_binary(), tmp_path / "late", primaries=3,
+                                replicas_per_primary=0, ports=ports)
+    try:
+        d.wait_ready(timeout=60)
+        config = write_config(tmp_path / "late.toml", [stream_cfg(stream)], redis=seeds)
+        res = cli(config, "publish", stream, '{"late": true}')
+        assert res.returncode == 0, res.stderr
+        wait_for(lambda: handled(r, stream) == res.stdout.split(), what=lambda: d.output())
+    finally:
+        d.stop()
+        local.stop()
+    bad = write_config(tmp_path / "bad.toml", [stream_cfg(stream, **{"dead-letter": "other"})],
+                       redis=seeds)
+    res = cli(bad, "config", "validate")
+    assert res.returncode == 78 and "streams[0].dead-letter" in res.stderr, res.stderr

@@ -4,12 +4,17 @@ A dead-letter entry is the original entry's fields plus the metadata that the co
 (``edged-reason``, ``edged-stream``, ``edged-group``, ``edged-id``, ``edged-consumer``,
 ``edged-failed-at``, ``edged-deliveries``; see consume/outcomes.py and lua/dead_letter.lua). Replay
 strips exactly those names and re-publishes the rest, byte for byte, to the original stream.
+
+A sharded logical stream has a dead-letter stream per shard (on one server the shards may share
+one): the ``*_all`` functions work over every one of them, each key on its own, so that they
+work on a cluster; a dead entry's ``edged-stream`` names the shard it came from.
 """
 
 from __future__ import annotations
 
 import base64
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -18,9 +23,10 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from edged.admin.lookup import default_dead_letter_of
+from edged.admin.shards import Target, ambiguous_ids, page_end
 from edged.config import Config
 from edged.errors import EdgedError, UsageError
-from edged.ids import id_ms, is_full_id, is_range_id
+from edged.ids import id_key, id_ms, is_full_id, is_range_id
 from edged.keys import (
     DEAD_CONSUMER,
     DEAD_DELIVERIES,
@@ -51,7 +57,8 @@ class Base64(msgspec.Struct, frozen=True):
 FieldValue = str | Base64
 
 
-class DeadEntry(msgspec.Struct, frozen=True):
+# omit_defaults: the fields only sharded streams have stay out of the JSON of the others.
+class DeadEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     """One dead-letter entry. Metadata is None where the entry lacks it (not written by edged)."""
 
     dead_id: str
@@ -66,17 +73,24 @@ class DeadEntry(msgspec.Struct, frozen=True):
     """Since ``failed_at`` (or, without it, since the dead id's time), by this host's clock."""
     fields: dict[str, FieldValue]
     """The original entry's fields: text where UTF-8, else ``{"base64": ...}``."""
+    shard: int | None = None
+    """Over a sharded logical stream: the index of the shard ``stream`` names, if it is one."""
+    dead_letter: str | None = None
+    """Over a sharded logical stream: the dead-letter stream the entry is in."""
 
 
-class DeadPage(msgspec.Struct, frozen=True):
+class DeadPage(msgspec.Struct, frozen=True, omit_defaults=True):
     """One page of a dead-letter stream, oldest first."""
 
-    dead_letter: str
+    dead_letter: str | None
+    """None over a sharded logical stream whose shards have dead-letter streams of their own."""
     length: int
-    """Entries in the whole dead-letter stream."""
+    """Entries in the whole dead-letter stream (all of them, over a sharded stream)."""
     entries: list[DeadEntry]
     next_after: str | None
     """Give this as ``--after`` for the next page; None on the last page."""
+    dead_letters: list[str] | None = None
+    """Over a sharded logical stream: every dead-letter stream read."""
 
 
 class Replayed(msgspec.Struct, frozen=True):
@@ -90,17 +104,23 @@ class Failure(msgspec.Struct, frozen=True):
     error: str
 
 
-class ReplayResult(msgspec.Struct, frozen=True):
-    dead_letter: str
+class ReplayResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    dead_letter: str | None
+    """None over a sharded logical stream whose shards have dead-letter streams of their own."""
     replayed: list[Replayed]
     failed: list[Failure]
+    dead_letters: list[str] | None = None
+    """Over a sharded logical stream: every dead-letter stream replayed from."""
 
 
-class PurgeResult(msgspec.Struct, frozen=True):
-    dead_letter: str
+class PurgeResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    dead_letter: str | None
+    """None over a sharded logical stream whose shards have dead-letter streams of their own."""
     deleted: int
     missing: list[str]
     """``--id`` values that were not in the dead-letter stream."""
+    dead_letters: list[str] | None = None
+    """Over a sharded logical stream: every dead-letter stream purged."""
 
 
 # --------------------------------------------------------------------------- names and ids
@@ -350,3 +370,127 @@ async def purge(
     else:
         deleted = await client.xtrim(dead_letter, maxlen=0, approximate=False)
     return PurgeResult(dead_letter=dead_letter, deleted=int(deleted), missing=[])
+
+
+# --------------------------------------------------------------------------- sharded streams
+
+
+@dataclass(frozen=True)
+class DeadLetters:
+    """The dead-letter streams of a sharded logical stream: one per shard, or one that the
+    shards share (one server, ``dead-letter`` set)."""
+
+    stream: str
+    """The logical stream."""
+    names: list[str]
+    """Each dead-letter stream once, in the order of the first shard using it."""
+    first_shard: list[int]
+    """The first shard using each of ``names``: how an ambiguous id is reported."""
+    shard_of: dict[str, int]
+    """Shard name → index: a dead entry's ``edged-stream`` says which shard it came from."""
+
+    @classmethod
+    def of(cls, target: Target) -> DeadLetters:
+        """The dead-letter streams of a sharded ``target``'s shards (names from the config)."""
+        firsts: dict[str, int] = {}
+        for shard in target.shards:
+            firsts.setdefault(shard.dead_letter, shard.index)
+        return cls(target.stream, list(firsts), list(firsts.values()),
+                   {s.stream: s.index for s in target.shards})
+
+    @property
+    def shared(self) -> str | None:
+        """The one dead-letter stream all shards share, else None."""
+        return self.names[0] if len(self.names) == 1 else None
+
+    def annotate(self, entry: DeadEntry, dead_letter: str) -> DeadEntry:
+        """The entry with its shard (from ``edged-stream``) and its dead-letter stream."""
+        shard = self.shard_of.get(entry.stream) if entry.stream is not None else None
+        return msgspec.structs.replace(entry, shard=shard, dead_letter=dead_letter)
+
+
+async def list_dead_all(client: Redis, dls: DeadLetters, count: int = 50,
+                        after: str | None = None) -> DeadPage:
+    """``list_dead`` over every dead-letter stream of a sharded stream: merged, oldest first
+    (by dead id), each entry with its shard and dead-letter stream."""
+    pages = [await list_dead(client, name, count=count, after=after) for name in dls.names]
+    merged = sorted(((e, name) for name, p in zip(dls.names, pages, strict=True) for e in p.entries),
+                    key=lambda pair: (id_key(pair[0].dead_id), dls.names.index(pair[1])))
+    end = page_end([e.dead_id for e, _ in merged], count)
+    entries = [dls.annotate(e, name) for e, name in merged[:end]]
+    more = end < len(merged) or any(p.next_after is not None for p in pages)
+    return DeadPage(dead_letter=dls.shared, length=sum(p.length for p in pages), entries=entries,
+                    next_after=entries[-1].dead_id if more and entries else None,
+                    dead_letters=dls.names)
+
+
+async def _locate(client: Redis, dls: DeadLetters, ids: list[str]) -> dict[str, list[str]]:
+    """Dead id → the dead-letter streams holding it (ids found nowhere left out). Raises
+    Ambiguous, naming them, for ids in several (dead ids of different streams may be equal)."""
+    where: dict[str, list[str]] = {}
+    for name in dls.names:
+        async with client.pipeline(transaction=False) as pipe:
+            for dead_id in ids:
+                pipe.xrange(name, min=dead_id, max=dead_id, count=1)
+            replies = await pipe.execute()
+        for dead_id, rows in zip(ids, replies, strict=True):
+            if rows:
+                where.setdefault(dead_id, []).append(name)
+    error = ambiguous_ids(
+        {i: [dls.first_shard[dls.names.index(n)] for n in names] for i, names in where.items()},
+        f"dead-letter ids of {dls.stream!r}")
+    if error is not None:
+        raise error
+    return where
+
+
+def _grouped(ids: list[str], where: dict[str, list[str]], dls: DeadLetters) -> list[tuple[str, list[str]]]:
+    """The located ``ids`` by dead-letter stream, streams in ``dls`` order, ids as given."""
+    return [(name, found) for name in dls.names
+            if (found := [i for i in ids if where.get(i) == [name]])]
+
+
+async def show_dead_all(client: Redis, dls: DeadLetters, dead_id: str) -> DeadEntry:
+    """The entry ``dead_id`` from whichever dead-letter stream of the shards holds it."""
+    found = (await _locate(client, dls, [dead_id])).get(dead_id)
+    if not found:
+        raise DeadEntryMissing(f"{dead_id}: not in the dead-letter streams of {dls.stream!r}")
+    return dls.annotate(await show_dead(client, found[0], dead_id), found[0])
+
+
+async def replay_all(client: Redis, dls: DeadLetters, ids: list[str] | None = None) -> ReplayResult:
+    """``replay`` over the shards' dead-letter streams: every entry goes back to the shard its
+    ``edged-stream`` names. Nothing is replayed if an id is in several dead-letter streams."""
+    failed: list[Failure] = []
+    if ids is None:
+        todo: list[tuple[str, list[str] | None]] = [(name, None) for name in dls.names]
+    else:
+        unique = list(dict.fromkeys(ids))
+        where = await _locate(client, dls, unique)
+        failed = [Failure(i, f"not in the dead-letter streams of {dls.stream!r}")
+                  for i in unique if i not in where]
+        todo = list(_grouped(unique, where, dls))
+    results = [await replay(client, name, part) for name, part in todo]
+    return ReplayResult(dead_letter=dls.shared,
+                        replayed=[r for res in results for r in res.replayed],
+                        failed=[f for res in results for f in res.failed] + failed,
+                        dead_letters=dls.names)
+
+
+async def purge_all(client: Redis, dls: DeadLetters, ids: list[str] | None = None,
+                    before: str | None = None) -> PurgeResult:
+    """``purge`` over the shards' dead-letter streams (``ids`` where each is; nothing is
+    deleted if an id is in several dead-letter streams)."""
+    if ids is not None and before is not None:
+        raise UsageError("give --id or --before, not both")
+    missing: list[str] = []
+    if ids is None:
+        results = [await purge(client, name, before=before) for name in dls.names]
+    else:
+        unique = list(dict.fromkeys(ids))
+        where = await _locate(client, dls, unique)
+        missing = [i for i in unique if i not in where]
+        results = [await purge(client, name, ids=part) for name, part in _grouped(unique, where, dls)]
+    return PurgeResult(dead_letter=dls.shared, deleted=sum(r.deleted for r in results),
+                       missing=missing + [m for r in results for m in r.missing],
+                       dead_letters=dls.names)

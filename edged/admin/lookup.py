@@ -8,7 +8,9 @@ actions ``claim`` and ``ack``. Its results are msgspec Structs whose field names
 - registry.py: the live daemons, from their heartbeat records;
 - pending.py: pending entries of a group and its consumers;
 - verdicts.py: group samples, their verdicts, and the groups and status reports;
-- operate.py: the ``claim`` and ``ack`` actions.
+- operate.py: the ``claim`` and ``ack`` actions;
+- shards.py: which physical streams a STREAM argument names (a sharded logical stream's
+  shards), and where each shard sits.
 
 Ages of entries come from the millisecond part of their id, measured against the server's
 clock (``TIME``), so a skewed operator host does not distort them.

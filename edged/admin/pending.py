@@ -1,15 +1,26 @@
 """Pending entries of a group (XPENDING), and the group's consumers (XINFO CONSUMERS), each
-with its daemon's liveness from the heartbeat registry."""
+with its daemon's liveness from the heartbeat registry.
+
+Over a sharded logical stream (shards.py) each shard is asked on its own (one key per command,
+so it works on a cluster) and the answers are summed; the per-shard answers go along.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import msgspec
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from edged.admin.lookup import PAGE, age_of, nogroup_error, server_ms
+from edged.admin.lookup import PAGE, NotFound, age_of, nogroup_error, server_ms
 from edged.admin.registry import Registry
+from edged.admin.shards import Shard, Target, max_id, min_id, page_end
+from edged.ids import id_key
 from edged.replies import int_or_none, text
+
+T = TypeVar("T")
 
 
 class ConsumerPending(msgspec.Struct, frozen=True):
@@ -21,7 +32,8 @@ class ConsumerPending(msgspec.Struct, frozen=True):
     host: str | None
 
 
-class PendingSummary(msgspec.Struct, frozen=True):
+# omit_defaults: the fields that only sharded streams have stay out of the JSON of the others.
+class PendingSummary(msgspec.Struct, frozen=True, omit_defaults=True):
     stream: str
     group: str
     pending: int
@@ -31,9 +43,13 @@ class PendingSummary(msgspec.Struct, frozen=True):
     """Age of the lowest pending id (since it was added to the stream)."""
     consumers: list[ConsumerPending]
     """Consumers that own pending entries, most pending first."""
+    shard: int | None = None
+    """In ``shards``: this shard's index (``stream`` is the shard's own name)."""
+    shards: list[PendingSummary] | None = None
+    """A sharded logical stream: each shard's own summary, the above being their sum."""
 
 
-class PendingEntry(msgspec.Struct, frozen=True):
+class PendingEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     id: str
     consumer: str
     idle_seconds: float
@@ -41,6 +57,9 @@ class PendingEntry(msgspec.Struct, frozen=True):
     deliveries: int
     age_seconds: float
     """Since it was added to the stream (from the id)."""
+    stream: str | None = None
+    """Over a sharded logical stream: the shard the entry is pending in."""
+    shard: int | None = None
 
 
 class PendingPage(msgspec.Struct, frozen=True):
@@ -65,10 +84,14 @@ class Consumer(msgspec.Struct, frozen=True):
     """Since its daemon's last heartbeat, from ``<prefix>seen``; None if never seen."""
 
 
-class ConsumersReport(msgspec.Struct, frozen=True):
+class ConsumersReport(msgspec.Struct, frozen=True, omit_defaults=True):
     stream: str
     group: str
     consumers: list[Consumer]
+    shard: int | None = None
+    """In ``shards``: this shard's index (``stream`` is the shard's own name)."""
+    shards: list[ConsumersReport] | None = None
+    """A sharded logical stream: each shard's consumers; the above sums them per name."""
 
 
 async def pending_summary(client: Redis, registry: Registry, stream: str, group: str) -> PendingSummary:
@@ -176,3 +199,114 @@ async def consumers(client: Redis, registry: Registry, stream: str, group: str) 
         ))
     rows.sort(key=lambda c: c.consumer)
     return ConsumersReport(stream=stream, group=group, consumers=rows)
+
+
+# --------------------------------------------------------------------------- sharded streams
+
+
+async def _per_shard(target: Target, group: str,
+                     ask: Callable[[Shard], Awaitable[T]]) -> list[tuple[Shard, T]]:
+    """``ask`` each shard of ``target``, one after the other (each asks one key). A shard
+    without the group (no daemon has read it yet) is left out; NotFound only if none has it."""
+    found: list[tuple[Shard, T]] = []
+    for shard in target.shards:
+        try:
+            found.append((shard, await ask(shard)))
+        except NotFound:
+            continue
+    if not found:
+        raise NotFound(f"no group {group!r} on any shard of {target.stream!r}")
+    return found
+
+
+def _least(values: list[float | None]) -> float | None:
+    """The smallest known value: a consumer's idle time over shards is since its latest act."""
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
+
+
+def _by_name(rows: list[tuple[str, T]]) -> dict[str, list[T]]:
+    grouped: dict[str, list[T]] = {}
+    for name, row in rows:
+        grouped.setdefault(name, []).append(row)
+    return grouped
+
+
+async def pending_summary_for(client: Redis, registry: Registry, target: Target,
+                              group: str) -> PendingSummary:
+    """The summary of ``group`` on ``target``: over a sharded logical stream, the sum of its
+    shards' summaries (lowest and highest id over all shards, each consumer's entries added
+    up) with each shard's own in ``shards``."""
+    if not target.sharded:
+        return await pending_summary(client, registry, target.stream, group)
+    answers = await _per_shard(target, group,
+                               lambda shard: pending_summary(client, registry, shard.stream, group))
+    parts = [msgspec.structs.replace(s, shard=shard.index) for shard, s in answers]
+    owners = _by_name([(c.consumer, c) for p in parts for c in p.consumers])
+    summed = [ConsumerPending(consumer=name, pending=sum(c.pending for c in cs),
+                              idle_seconds=_least([c.idle_seconds for c in cs]),
+                              alive=cs[0].alive, host=cs[0].host)
+              for name, cs in owners.items()]
+    lowest = min_id(p.lowest_id for p in parts)
+    return PendingSummary(
+        stream=target.stream,
+        group=group,
+        pending=sum(p.pending for p in parts),
+        lowest_id=lowest,
+        highest_id=max_id(p.highest_id for p in parts),
+        oldest_age_seconds=age_of(registry.now_ms, lowest),
+        consumers=sorted(summed, key=lambda c: (-c.pending, c.consumer)),
+        shards=parts,
+    )
+
+
+async def pending_entries_for(
+    client: Redis,
+    target: Target,
+    group: str,
+    *,
+    count: int = 50,
+    after: str | None = None,
+    min_idle: float | None = None,
+    consumer: str | None = None,
+    min_deliveries: int | None = None,
+) -> PendingPage:
+    """``pending_entries`` of ``target``; over a sharded logical stream, the shards' entries
+    merged in id order, each with its shard (``next_after`` pages through all of them)."""
+
+    def page(stream: str) -> Awaitable[PendingPage]:
+        return pending_entries(client, stream, group, count=count, after=after, min_idle=min_idle,
+                               consumer=consumer, min_deliveries=min_deliveries)
+
+    if not target.sharded:
+        return await page(target.stream)
+    pages = await _per_shard(target, group, lambda shard: page(shard.stream))
+    merged = sorted(((e, shard) for shard, p in pages for e in p.entries),
+                    key=lambda pair: (id_key(pair[0].id), pair[1].index))
+    end = page_end([e.id for e, _ in merged], count)
+    entries = [msgspec.structs.replace(e, stream=shard.stream, shard=shard.index)
+               for e, shard in merged[:end]]
+    more = end < len(merged) or any(p.next_after is not None for _, p in pages)
+    return PendingPage(stream=target.stream, group=group, entries=entries,
+                       next_after=entries[-1].id if more and entries else None)
+
+
+async def consumers_for(client: Redis, registry: Registry, target: Target,
+                        group: str) -> ConsumersReport:
+    """The consumers of ``group`` on ``target``; over a sharded logical stream one row per
+    consumer name (pending added up, idle and inactive its least over the shards), with each
+    shard's own report in ``shards``."""
+    if not target.sharded:
+        return await consumers(client, registry, target.stream, group)
+    answers = await _per_shard(target, group,
+                               lambda shard: consumers(client, registry, shard.stream, group))
+    parts = [msgspec.structs.replace(r, shard=shard.index) for shard, r in answers]
+    rows = [Consumer(consumer=name,
+                     pending=sum(c.pending for c in cs),
+                     idle_seconds=_least([c.idle_seconds for c in cs]),
+                     inactive_seconds=_least([c.inactive_seconds for c in cs]),
+                     alive=cs[0].alive, host=cs[0].host, pid=cs[0].pid,
+                     last_seen_seconds=cs[0].last_seen_seconds)
+            for name, cs in _by_name([(c.consumer, c) for p in parts for c in p.consumers]).items()]
+    return ConsumersReport(stream=target.stream, group=group,
+                           consumers=sorted(rows, key=lambda c: c.consumer), shards=parts)

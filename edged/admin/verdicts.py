@@ -13,6 +13,10 @@ Group verdicts, most severe first (``verdict`` is the first that applies; ``verd
 
 STALLED and BEHIND compare two samples of the group; without a second sample they are not
 given (``sampled_seconds`` is None).
+
+Each physical stream is sampled and judged on its own. The shards of a sharded logical stream
+of the config are then summed into one row per logical stream and group (unless asked for the
+detail), whose verdicts are all those of its shards, the worst first.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import anyio
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from edged.admin.lookup import (
     PAGE,
@@ -35,8 +40,9 @@ from edged.admin.lookup import (
     stuck_after,
 )
 from edged.admin.registry import DaemonRecord, Registry, read_registry
+from edged.admin.shards import max_id, places, resolve
 from edged.config import Config
-from edged.layout import key_prefix
+from edged.layout import key_prefix, physical_streams
 from edged.replies import int_or_none, text
 
 OK = "OK"
@@ -73,7 +79,8 @@ class GroupSample(msgspec.Struct, frozen=True):
     """Server time of the sample."""
 
 
-class GroupHealth(msgspec.Struct, frozen=True):
+# omit_defaults: the fields only sharded streams have stay out of the JSON of the others.
+class GroupHealth(msgspec.Struct, frozen=True, omit_defaults=True):
     stream: str
     group: str
     consumers: int
@@ -91,13 +98,20 @@ class GroupHealth(msgspec.Struct, frozen=True):
     """claim-idle + claim-interval of this stream (config, else the defaults)."""
     orphaned_pending: int
     orphaned_consumers: list[str]
-    dead_letter: str
+    dead_letter: str | None
+    """None for a sharded logical stream whose shards have dead-letter streams of their own."""
     dead_letters: int
     sampled_seconds: float | None
     """Time between the two samples compared; None when only one was taken."""
     verdict: str
     verdicts: list[str]
     reasons: list[str]
+    logical: str | None = None
+    """A shard's row: the sharded logical stream of the config it belongs to."""
+    shard: int | None = None
+    """A shard's row: its index in ``logical``."""
+    shards: list[GroupHealth] | None = None
+    """A logical stream's row: its shards' own rows, which this one sums."""
 
 
 class GroupsReport(msgspec.Struct, frozen=True):
@@ -238,9 +252,10 @@ async def assess(
 
 
 async def known_streams(client: Redis, cfg: Config, registry: Registry) -> list[str]:
-    """Streams a live daemon reads (registry) plus the config's; if neither names one, every
-    key of type stream on the server (SCAN TYPE stream)."""
-    names = [s for s, _ in registry.streams()] + [s.stream for s in cfg.streams]
+    """Physical streams a live daemon reads (registry) plus the config's (every shard); if
+    neither names one, every key of type stream (SCAN TYPE stream; on a cluster, through the
+    cluster client, which scans every primary)."""
+    names = [s for s, _ in registry.streams()] + [p.cfg.stream for p in physical_streams(cfg)]
     if not names:
         names = sorted({text(k) async for k in client.scan_iter(count=SCAN_COUNT, _type="stream")})
     return list(dict.fromkeys(names))
@@ -253,25 +268,36 @@ class GroupsWatch:
     """Group health over time: each ``report`` compares with the samples of the previous call.
 
     The first call takes two samples ``sample_seconds`` apart (none when 0), so that STALLED
-    and BEHIND are meaningful from the start.
+    and BEHIND are meaningful from the start. ``stream`` may name a sharded logical stream of
+    the config (all its shards are sampled); its shards are summed into one row per logical
+    stream and group unless ``detail`` asks for one row per shard.
     """
 
     def __init__(self, cfg: Config, stream: str | None = None, group: str | None = None,
-                 sample_seconds: float = 1.0) -> None:
+                 sample_seconds: float = 1.0, detail: bool = False) -> None:
         self.cfg = cfg
         self.stream = stream
         self.group = group
         self.sample_seconds = sample_seconds
+        self.detail = detail
+        self.target = resolve(cfg, stream, group) if stream else None
+        self.places = places(cfg)
         self.previous: Samples | None = None
 
+    async def _streams(self, client: Redis, registry: Registry) -> list[str]:
+        if self.target is None:
+            return await known_streams(client, self.cfg, registry)
+        names = [s.stream for s in self.target.shards] or [self.target.stream]
+        if all([await groups_of(client, name) is None for name in names]):
+            raise NotFound(f"no stream {self.target.stream!r}")
+        return names
+
     async def _sample(self, client: Redis, registry: Registry) -> Samples:
-        streams = [self.stream] if self.stream else await known_streams(client, self.cfg, registry)
-        if self.stream and await groups_of(client, self.stream) is None:
-            raise NotFound(f"no stream {self.stream!r}")
+        streams = await self._streams(client, registry)
         return {(s.stream, s.group): s for s in await sample_groups(client, streams, self.group)}
 
     async def report(self, client: Redis) -> tuple[Registry, list[GroupHealth]]:
-        """The registry read for this report and the health of every group, sorted."""
+        """The registry read for this report and the rows of the report, sorted."""
         prefix = key_prefix(self.cfg)
         if self.previous is None and self.sample_seconds > 0:
             self.previous = await self._sample(client, await read_registry(client, prefix))
@@ -280,9 +306,125 @@ class GroupsWatch:
         current = await self._sample(client, registry)
         previous = self.previous or {}
         self.previous = current
-        healths = [await assess(client, self.cfg, registry, s, previous.get(key))
-                   for key, s in sorted(current.items())]
-        return registry, healths
+        healths = [self._placed(await assess(client, self.cfg, registry, s, previous.get(key)))
+                   for key, s in current.items()]
+        if self.detail or (self.target is not None and not self.target.sharded):
+            # One row per physical stream: also when one shard was asked for by its own name.
+            return registry, sorted(healths, key=_row_order)
+        return registry, await sum_shards(client, healths)
+
+    def _placed(self, health: GroupHealth) -> GroupHealth:
+        """A shard's row says which logical stream it belongs to, and its index there."""
+        place = self.places.get((health.stream, health.group))
+        if place is None:
+            return health
+        return msgspec.structs.replace(health, logical=place.logical, shard=place.index)
+
+
+def _row_order(h: GroupHealth) -> tuple[str, str, int]:
+    # Shards by index: "t:10:3" sorts before "t:2:1" as text.
+    return (h.logical or h.stream, h.group, h.shard or 0)
+
+
+async def sum_shards(client: Redis, rows: list[GroupHealth]) -> list[GroupHealth]:
+    """One row per logical stream and group: shard rows (``logical`` set) summed, with the
+    shards' rows in ``shards``; the other rows as they are. Sorted by stream and group."""
+    out: list[GroupHealth] = []
+    by_logical: dict[tuple[str, str], list[GroupHealth]] = {}
+    for h in rows:
+        if h.logical is None:
+            out.append(h)
+        else:
+            by_logical.setdefault((h.logical, h.group), []).append(h)
+    for (logical, group), shards in by_logical.items():
+        shards.sort(key=_row_order)
+        out.append(summed(logical, group, shards, await _distinct_consumers(client, shards)))
+    return sorted(out, key=lambda h: (h.stream, h.group))
+
+
+async def _distinct_consumers(client: Redis, shards: list[GroupHealth]) -> int:
+    """How many consumer names the shards' groups have together (one daemon reads every
+    shard, so the shards' counts must not be added). One XINFO CONSUMERS per shard."""
+    names: set[str] = set()
+    for h in shards:
+        try:
+            names |= {text(c["name"]) for c in await client.xinfo_consumers(h.stream, h.group)}
+        except ResponseError:  # the group went away since it was sampled
+            continue
+    return len(names) or max(h.consumers for h in shards)
+
+
+def _total(values: list[int | None]) -> int | None:
+    """The sum, or None if any shard's value is unknown."""
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+def _known_total(values: list[int | None]) -> int | None:
+    """The sum of the values known, None if none is (a shard never read has no entries-read)."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
+
+
+def _most(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return max(known) if known else None
+
+
+def _lag_source(shards: list[GroupHealth]) -> str:
+    sources = {h.lag_source for h in shards}
+    return next((s for s in ("unknown", "counted") if s in sources), "redis")
+
+
+def _worst(shards: list[GroupHealth]) -> tuple[list[str], list[str]]:
+    """Every verdict of the shards, most severe first, each with its shards' reasons (shards
+    that give the same reason named together)."""
+    found = {v for h in shards for v in h.verdicts if v != OK}
+    if not found:
+        return [OK], []
+    verdicts = [v for v in SEVERITY if v in found]
+    return verdicts, [_reason(shards, v) for v in verdicts]
+
+
+def _reason(shards: list[GroupHealth], verdict: str) -> str:
+    said: dict[str, list[str]] = {}
+    for h in shards:
+        for v, reason in zip(h.verdicts, h.reasons, strict=False):
+            if v == verdict:
+                said.setdefault(reason, []).append(str(h.shard))
+    return "; ".join(f"shard{'s' if len(who) > 1 else ''} {', '.join(who)}: {reason}"
+                     for reason, who in said.items())
+
+
+def summed(logical: str, group: str, shards: list[GroupHealth], consumers: int) -> GroupHealth:
+    """The row of a logical stream from its shards' rows: counts, lag (unknown if a shard's
+    is) and dead letters added, the oldest pending age and the STUCK threshold their largest,
+    the last-delivered id the highest, ``consumers`` the distinct names; the verdicts are the
+    shards' (worst first)."""
+    dead = {h.dead_letter for h in shards}
+    verdicts, reasons = _worst(shards)
+    return GroupHealth(
+        stream=logical,
+        group=group,
+        consumers=consumers,
+        pending=sum(h.pending for h in shards),
+        last_delivered_id=max_id(h.last_delivered_id for h in shards) or "0-0",
+        entries_read=_known_total([h.entries_read for h in shards]),
+        lag=_total([h.lag for h in shards]),
+        lag_source=_lag_source(shards),
+        lag_change=_total([h.lag_change for h in shards]),
+        oldest_pending_age_seconds=_most([h.oldest_pending_age_seconds for h in shards]),
+        stuck_pending=sum(h.stuck_pending for h in shards),
+        stuck_after_seconds=max(h.stuck_after_seconds for h in shards),
+        orphaned_pending=sum(h.orphaned_pending for h in shards),
+        orphaned_consumers=sorted({c for h in shards for c in h.orphaned_consumers}),
+        dead_letter=dead.pop() if len(dead) == 1 else None,
+        dead_letters=sum(h.dead_letters for h in shards),
+        sampled_seconds=_most([h.sampled_seconds for h in shards]),
+        verdict=verdicts[0],
+        verdicts=verdicts,
+        reasons=reasons,
+        shards=shards,
+    )
 
 
 async def groups_report(client: Redis, watch: GroupsWatch) -> GroupsReport:

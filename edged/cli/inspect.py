@@ -1,8 +1,13 @@
 """``edged pending|groups|consumers|status``: look inside consumer groups (library:
-admin/pending.py, admin/verdicts.py, admin/registry.py)."""
+admin/pending.py, admin/verdicts.py, admin/registry.py).
+
+A STREAM naming a sharded logical stream of the config covers all its shards, summed; with
+``--detail`` one row per shard (admin/shards.py).
+"""
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -17,9 +22,17 @@ from rich.table import Table
 from rich.text import Text
 
 from edged.admin.dlq import check_range_id
-from edged.admin.pending import ConsumersReport, PendingPage, PendingSummary, pending_entries, pending_summary
-from edged.admin.pending import consumers as consumers_of
-from edged.admin.registry import read_registry
+from edged.admin.pending import (
+    Consumer,
+    ConsumersReport,
+    PendingPage,
+    PendingSummary,
+    consumers_for,
+    pending_entries_for,
+    pending_summary_for,
+)
+from edged.admin.registry import DaemonRecord, read_registry
+from edged.admin.shards import resolve
 from edged.admin.verdicts import (
     GroupHealth,
     GroupsReport,
@@ -63,6 +76,15 @@ SampleOpt = Annotated[
 CheckOpt = Annotated[
     bool,
     typer.Option("--check", help="Exit 1 if any verdict is not OK (status: or a daemon is not ready)."),
+]
+ShardOpt = Annotated[
+    int | None,
+    typer.Option("--shard", help="Only shard I (its index) of a sharded STREAM of the config.",
+                 min=0, show_default=False),
+]
+DetailOpt = Annotated[
+    bool,
+    typer.Option("--detail", help="One row per shard of a sharded stream, not their sum."),
 ]
 
 
@@ -152,11 +174,19 @@ def _lag(g: GroupHealth) -> str:
     return text
 
 
+def _shard(index: int | None) -> str:
+    return "-" if index is None else str(index)
+
+
+def _over(shards: Sequence[object] | None) -> str:
+    return "" if shards is None else f" over {len(shards)} shards"
+
+
 def _render_summary(s: PendingSummary) -> list[Item]:
     if not s.pending:
-        return [f"{s.stream} group {s.group}: nothing pending"]
-    head = (f"{s.stream} group {s.group}: {s.pending} pending, ids {s.lowest_id} .. {s.highest_id}, "
-            f"oldest {age(s.oldest_age_seconds)}")
+        return [f"{s.stream} group {s.group}: nothing pending{_over(s.shards)}"]
+    head = (f"{s.stream} group {s.group}: {s.pending} pending{_over(s.shards)}, ids {s.lowest_id} .. "
+            f"{s.highest_id}, oldest {age(s.oldest_age_seconds)}")
     table = make_table(
         ("CONSUMER", "PENDING", "IDLE", "ALIVE", "HOST"),
         [(c.consumer, c.pending, _idle(c.idle_seconds), _yes(c.alive), c.host) for c in s.consumers],
@@ -167,42 +197,77 @@ def _render_summary(s: PendingSummary) -> list[Item]:
 def _render_page(p: PendingPage) -> list[Item]:
     if not p.entries:
         return [f"{p.stream} group {p.group}: no pending entries match"]
-    items: list[Item] = [make_table(
-        ("ID", "CONSUMER", "IDLE", "DELIVERIES", "AGE"),
-        [(e.id, e.consumer, _idle(e.idle_seconds), e.deliveries, age(e.age_seconds)) for e in p.entries],
-    )]
+    if any(e.stream is not None for e in p.entries):  # a sharded stream: say each entry's shard
+        table = make_table(
+            ("ID", "SHARD", "STREAM", "CONSUMER", "IDLE", "DELIVERIES", "AGE"),
+            [(e.id, _shard(e.shard), e.stream, e.consumer, _idle(e.idle_seconds), e.deliveries,
+              age(e.age_seconds)) for e in p.entries],
+        )
+    else:
+        table = make_table(
+            ("ID", "CONSUMER", "IDLE", "DELIVERIES", "AGE"),
+            [(e.id, e.consumer, _idle(e.idle_seconds), e.deliveries, age(e.age_seconds))
+             for e in p.entries],
+        )
+    items: list[Item] = [table]
     if p.next_after is not None:
         items.append(f"next page: --after {p.next_after}")
     return items
 
 
+def _group_cells(g: GroupHealth) -> tuple[object, ...]:
+    return (g.consumers, g.pending, _lag(g), g.last_delivered_id, g.entries_read,
+            age(g.oldest_pending_age_seconds), g.dead_letters, ",".join(g.verdicts))
+
+
+GROUP_HEADERS = ("CONSUMERS", "PENDING", "LAG", "LAST DELIVERED", "ENTRIES READ", "OLDEST PENDING",
+                 "DEAD LETTERS", "VERDICT")
+
+
 def _groups_table(groups: Sequence[GroupHealth]) -> list[Item]:
     if not groups:
         return ["no consumer groups found"]
-    table = make_table(
-        ("STREAM", "GROUP", "CONSUMERS", "PENDING", "LAG", "LAST DELIVERED", "ENTRIES READ",
-         "OLDEST PENDING", "DEAD LETTERS", "VERDICT"),
-        [(g.stream, g.group, g.consumers, g.pending, _lag(g), g.last_delivered_id, g.entries_read,
-          age(g.oldest_pending_age_seconds), g.dead_letters, ",".join(g.verdicts)) for g in groups],
-    )
+    if any(g.logical is not None for g in groups):  # shards' own rows: say which shard
+        table = make_table(("STREAM", "SHARD", "GROUP", *GROUP_HEADERS),
+                           [(g.stream, _shard(g.shard), g.group, *_group_cells(g)) for g in groups])
+    else:
+        table = make_table(("STREAM", "GROUP", *GROUP_HEADERS),
+                           [(g.stream, g.group, *_group_cells(g)) for g in groups])
     reasons = [f"{g.stream} {g.group}: {v}: {r}" for g in groups for v, r in
                zip(g.verdicts, g.reasons, strict=False)]
-    return [table, *reasons]
+    sums = [f"{g.stream} {g.group}: the sum of {len(g.shards)} shards (--detail: one row per shard)"
+            for g in groups if g.shards is not None]
+    return [table, *reasons, *sums]
 
 
 def _render_groups(report: GroupsReport) -> list[Item]:
     return _groups_table(report.groups)
 
 
-def _render_consumers(report: ConsumersReport) -> list[Item]:
+def _render_consumers(report: ConsumersReport, detail: bool = False) -> list[Item]:
+    if detail and report.shards is not None:
+        rows = [(part.stream, _shard(part.shard), *_consumer_cells(c))
+                for part in report.shards for c in part.consumers]
+        if rows:
+            return [make_table(("STREAM", "SHARD", *CONSUMER_HEADERS), rows)]
     if not report.consumers:
-        return [f"{report.stream} group {report.group}: no consumers"]
-    return [make_table(
-        ("CONSUMER", "PENDING", "IDLE", "INACTIVE", "ALIVE", "HOST", "PID", "LAST SEEN"),
-        [(c.consumer, c.pending, _idle(c.idle_seconds), _idle(c.inactive_seconds), _yes(c.alive),
-          c.host, c.pid, None if c.last_seen_seconds is None else age(c.last_seen_seconds) + " ago")
-         for c in report.consumers],
-    )]
+        return [f"{report.stream} group {report.group}: no consumers{_over(report.shards)}"]
+    return [make_table(CONSUMER_HEADERS, [_consumer_cells(c) for c in report.consumers])]
+
+
+CONSUMER_HEADERS = ("CONSUMER", "PENDING", "IDLE", "INACTIVE", "ALIVE", "HOST", "PID", "LAST SEEN")
+
+
+def _consumer_cells(c: Consumer) -> tuple[object, ...]:
+    return (c.consumer, c.pending, _idle(c.idle_seconds), _idle(c.inactive_seconds), _yes(c.alive),
+            c.host, c.pid, None if c.last_seen_seconds is None else age(c.last_seen_seconds) + " ago")
+
+
+def _daemon_streams(d: DaemonRecord, groups: Sequence[GroupHealth]) -> str:
+    """The daemon's ``stream/group`` pairs, the shards of a summed logical row as that row."""
+    logical = {f"{s.stream}/{s.group}": f"{g.stream}/{g.group} ({len(g.shards)} shards)"
+               for g in groups if g.shards is not None for s in g.shards}
+    return " ".join(dict.fromkeys(logical.get(pair, pair) for pair in d.streams))
 
 
 def _render_status(report: StatusReport) -> list[Item]:
@@ -211,9 +276,10 @@ def _render_status(report: StatusReport) -> list[Item]:
         items.append(make_table(
             ("CONSUMER", "HOST", "PID", "VERSION", "UPTIME", "STREAMS", "IN FLIGHT", "PROCESSED",
              "FAILED", "DEAD LETTERED", "READY", "LAST BEAT"),
-            [(d.consumer, d.host, d.pid, d.version, age(d.uptime_seconds), " ".join(d.streams),
-              d.in_flight, d.processed, d.failed, d.dead_lettered, _yes(d.ready),
-              _idle(d.beat_age_seconds) + " ago") for d in report.daemons],
+            [(d.consumer, d.host, d.pid, d.version, age(d.uptime_seconds),
+              _daemon_streams(d, report.groups), d.in_flight, d.processed, d.failed,
+              d.dead_lettered, _yes(d.ready), _idle(d.beat_age_seconds) + " ago")
+             for d in report.daemons],
         ))
     else:
         items.append("no live daemons")
@@ -259,7 +325,9 @@ def _sampled(
 def pending(
     stream: StreamArg,
     group: GroupOpt = "edged",
-    detail: Annotated[bool, typer.Option("--detail", help="List the entries, not a summary.")] = False,
+    detail: Annotated[bool, typer.Option(
+        "--detail", help="List the entries, not a summary (over a sharded stream: of every "
+        "shard, each with its shard).")] = False,
     idle: Annotated[str | None, typer.Option(
         help="--detail: only entries idle at least this long (like 30s, 5m).", show_default=False)] = None,
     consumer: Annotated[str | None, typer.Option(
@@ -269,12 +337,16 @@ def pending(
     count: Annotated[int, typer.Option(help="--detail: entries per page.", min=1)] = 50,
     after: Annotated[str | None, typer.Option(
         help="--detail: start after this id (the previous page's last).", show_default=False)] = None,
+    shard: ShardOpt = None,
     watch: WatchOpt = None,
     config: ConfigOpt = None,
     url: UrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Pending entries of a group: a summary per consumer, or with --detail the entries."""
+    """Pending entries of a group: a summary per consumer, or with --detail the entries.
+
+    Over a sharded stream of the config: summed over its shards (--json adds each shard's).
+    """
     filters = idle is not None or consumer is not None or min_deliveries is not None or after is not None
     if filters and not detail:
         raise UsageError("--idle, --consumer, --min-deliveries and --after go with --detail")
@@ -284,9 +356,9 @@ def pending(
 
     if detail:
         async def fetch_page(client: Redis, cfg: Config) -> PendingPage:
-            return await pending_entries(
-                client, stream, group, count=count, after=after, min_idle=min_idle,
-                consumer=consumer, min_deliveries=min_deliveries)
+            return await pending_entries_for(
+                client, resolve(cfg, stream, group, shard), group, count=count, after=after,
+                min_idle=min_idle, consumer=consumer, min_deliveries=min_deliveries)
 
         if watch is not None:
             _watch(config, url, watch, as_json, fetch_page, _render_page)
@@ -295,8 +367,9 @@ def pending(
         return
 
     async def fetch_summary(client: Redis, cfg: Config) -> PendingSummary:
+        target = resolve(cfg, stream, group, shard)
         registry = await read_registry(client, key_prefix(cfg))
-        return await pending_summary(client, registry, stream, group)
+        return await pending_summary_for(client, registry, target, group)
 
     if watch is not None:
         _watch(config, url, watch, as_json, fetch_summary, _render_summary)
@@ -307,9 +380,10 @@ def pending(
 @exits
 def groups(
     stream: Annotated[str | None, typer.Argument(
-        help="The stream [default: the streams live daemons read and the config's; if none, "
-        "every stream].", show_default=False)] = None,
+        help="The stream, or a sharded stream of the config [default: the streams live daemons "
+        "read and the config's; if none, every stream].", show_default=False)] = None,
     sample: SampleOpt = "1s",
+    detail: DetailOpt = False,
     watch: WatchOpt = None,
     check: CheckOpt = False,
     config: ConfigOpt = None,
@@ -317,9 +391,13 @@ def groups(
     as_json: JsonOpt = False,
 ) -> None:
     """Consumer groups with lag, pending, last-delivered id and a verdict:
-    OK, BEHIND, STALLED, STUCK or ORPHANED (see README.md)."""
+    OK, BEHIND, STALLED, STUCK or ORPHANED (see README.md).
+
+    A sharded stream of the config is one row, its shards summed (the worst verdict of its
+    shards); --detail gives one row per shard.
+    """
     _sampled(config, url, sample, watch, check, as_json,
-             lambda cfg, seconds: GroupsWatch(cfg, stream, sample_seconds=seconds),
+             lambda cfg, seconds: GroupsWatch(cfg, stream, sample_seconds=seconds, detail=detail),
              groups_report, _render_groups)
 
 
@@ -327,22 +405,30 @@ def groups(
 def consumers(
     stream: StreamArg,
     group: GroupOpt = "edged",
+    detail: DetailOpt = False,
+    shard: ShardOpt = None,
     config: ConfigOpt = None,
     url: UrlOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Consumers of a group: pending, idle, inactive, alive (heartbeat), host, pid."""
+    """Consumers of a group: pending, idle, inactive, alive (heartbeat), host, pid.
+
+    Over a sharded stream of the config: one row per consumer, summed over the shards
+    (--detail: per shard; --json has both).
+    """
 
     async def fetch(client: Redis, cfg: Config) -> ConsumersReport:
+        target = resolve(cfg, stream, group, shard)
         registry = await read_registry(client, key_prefix(cfg))
-        return await consumers_of(client, registry, stream, group)
+        return await consumers_for(client, registry, target, group)
 
-    _show(run_once(config, url, fetch), as_json, _render_consumers)
+    _show(run_once(config, url, fetch), as_json, functools.partial(_render_consumers, detail=detail))
 
 
 @exits
 def status(
     sample: SampleOpt = "1s",
+    detail: DetailOpt = False,
     watch: WatchOpt = None,
     check: CheckOpt = False,
     config: ConfigOpt = None,
@@ -350,7 +436,7 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """The fleet: every live daemon, then every group of the streams they read (and the
-    config's) with lag and verdict."""
+    config's) with lag and verdict; a sharded stream's shards summed unless --detail."""
     _sampled(config, url, sample, watch, check, as_json,
-             lambda cfg, seconds: GroupsWatch(cfg, sample_seconds=seconds),
+             lambda cfg, seconds: GroupsWatch(cfg, sample_seconds=seconds, detail=detail),
              status_report, _render_status)

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 
 from edged.config import RedisConfig, split_host_port
 from edged.connect.auth import tls_kwargs
@@ -37,16 +38,36 @@ def make_cluster_client(cfg: RedisConfig, primary_kwargs: dict[str, Any]) -> Red
         kwargs["ssl"] = True
         kwargs.update(tls_kwargs(cfg.tls))
     seeds = [ClusterNode(*split_host_port(node)) for node in cfg.cluster.nodes]
-    client = RedisCluster(
+    client = _Cluster(
         startup_nodes=seeds,
         retry=Retry(NoBackoff(), 0),
         # A slot without a primary (its node died, no replica promoted yet) is reported on the
         # command that needs it, not refused for the whole client: other shards go on.
         require_full_coverage=False,
+        # The configured seeds stay the seeds: redis-py would otherwise replace them with the
+        # nodes it discovered, and after a discovery against a cluster that served no slot yet
+        # it was left with none to ask again (found by a test starting the daemon first).
+        dynamic_startup_nodes=False,
         **kwargs,
     )
     _use_failover_parser(client)
     return cast(Redis, client)
+
+
+class _Cluster(RedisCluster):
+    """RedisCluster whose topology discovery fails only with Redis errors.
+
+    redis-py learns the slots on the first command (and after a connection error). Against
+    nodes that answer but serve no slot yet (a cluster being formed, or every primary lost)
+    it fails with an IndexError or the like, which no caller would take for "Redis is away":
+    the daemon would exit. Here it is a RedisClusterException, which edged retries.
+    """
+
+    async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
+        try:
+            return await super().initialize(*args, **kwargs)
+        except (IndexError, KeyError, TypeError, ValueError) as exc:
+            raise RedisClusterException(f"the cluster has no usable slot map yet ({exc!r})") from exc
 
 
 def _use_failover_parser(client: RedisCluster) -> None:

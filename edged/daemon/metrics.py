@@ -4,11 +4,17 @@ The consumers only bump plain ints on ``StreamStats``; ``EdgedCollector`` turns 
 families when /metrics is scraped, so no prometheus-client call ever runs per entry. Group lag,
 pending and the oldest pending entry are Redis's view, not this daemon's: ``GroupSampler`` asks
 Redis for them every few seconds in one pipeline and keeps the last sample for the scrapes.
+
+Every metric is per physical stream (label ``stream``); ``edged_stream_shard_info`` names the
+logical stream and shard index of each, so that dashboards can sum the shards of a logical
+stream (``* on (stream, group) group_left(logical) edged_stream_shard_info``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +33,7 @@ from edged.consume.stats import Histogram
 from edged.daemon.status import DaemonStatus
 from edged.ids import id_ms
 from edged.replies import text
+from edged.sharding import shard_names
 
 if TYPE_CHECKING:
     from prometheus_client import Metric
@@ -49,6 +56,37 @@ OUTCOMES = {
     "lost_lease": "lost_leases",
 }
 LABELS = ["stream", "group"]
+SHARD_LABELS = [*LABELS, "logical", "shard"]
+
+# "<logical>:<index>:<k>", greedy: the last two parts are the index and k (sharding.py).
+_SHARD_NAME = re.compile(r"(.+):([0-9]+):([0-9]+)")
+
+
+@functools.lru_cache(maxsize=4)
+def shard_places(pairs: tuple[tuple[str, str], ...]) -> dict[tuple[str, str], tuple[str, int]]:
+    """``(stream, group)`` → (logical stream, shard index) for each physical stream read.
+
+    The daemon reads every shard of each logical stream it serves, so its own list of
+    streams tells exactly which are shards: ``L:i:k`` is shard ``i`` of ``L`` when the
+    streams read include all of ``shard_names(L, N)``, N being how many look like shards of
+    ``L`` with that group. Any other stream is its own logical stream, shard 0.
+    """
+    places = {pair: (pair[0], 0) for pair in pairs}
+    candidates: dict[tuple[str, str], dict[int, str]] = {}
+    for stream, group in pairs:
+        match = _SHARD_NAME.fullmatch(stream)
+        if match:
+            candidates.setdefault((match[1], group), {})[int(match[2])] = stream
+    for (logical, group), found in candidates.items():
+        if len(found) < 2:
+            continue
+        try:
+            names = shard_names(logical, len(found))
+        except ValueError:  # not a name a sharded stream can have
+            continue
+        if [found.get(i) for i in range(len(found))] == names:
+            places.update({(name, group): (logical, i) for i, name in enumerate(names)})
+    return places
 
 
 @dataclass
@@ -63,7 +101,12 @@ class GroupGauges:
 
 
 class GroupSampler:
-    """Samples lag, pending and the oldest pending id of every configured group."""
+    """Samples lag, pending and the oldest pending id of every configured group.
+
+    On a cluster too: TIME goes on its own (a cluster pipeline refuses keyless commands) and
+    the pipeline holds only per-key commands, which the cluster client sends to each key's
+    node; one XINFO GROUPS and one XPENDING per stream.
+    """
 
     def __init__(self, client: Redis, groups: list[tuple[str, str]],
                  every: float = SAMPLE_EVERY) -> None:
@@ -82,8 +125,10 @@ class GroupSampler:
             await anyio.sleep(self.every)
 
     async def sample(self) -> None:
+        seconds, micros = await self.client.time()
+        now = time.time()
+        offset = seconds + micros / 1e6 - now
         pipe = self.client.pipeline(transaction=False)
-        pipe.time()
         for stream, group in self.groups:
             pipe.xinfo_groups(stream)
             pipe.xpending(stream, group)
@@ -91,13 +136,8 @@ class GroupSampler:
             replies = await pipe.execute(raise_on_error=False)
         finally:
             await pipe.reset()
-        if isinstance(replies[0], Exception):
-            raise replies[0]
-        seconds, micros = replies[0]
-        now = time.time()
-        offset = seconds + micros / 1e6 - now
         for i, (stream, group) in enumerate(self.groups):
-            groups, summary = replies[1 + 2 * i], replies[2 + 2 * i]
+            groups, summary = replies[2 * i], replies[1 + 2 * i]
             if isinstance(groups, Exception) or isinstance(summary, Exception):
                 continue  # no stream or group yet (the reader creates them): nothing to report
             info = next((g for g in groups if text(g.get("name")) == group), None)
@@ -159,7 +199,14 @@ class EdgedCollector(Collector):
         restarts = CounterMetricFamily("edged_stream_restarts",
                                        "Times the stream's consumer failed and was started again.",
                                        labels=LABELS)
+        shard_info = GaugeMetricFamily(
+            "edged_stream_shard_info", "Always 1: the logical stream and shard index of the "
+            "stream (an unsharded stream is its own logical stream, shard 0).",
+            labels=SHARD_LABELS)
+        places = shard_places(tuple((s.stream, s.group) for s in status.streams))
         for s in status.streams:
+            logical, index = places[(s.stream, s.group)]
+            shard_info.add_metric([s.stream, s.group, logical, str(index)], 1)
             stats = s.stats
             labels = [s.stream, s.group]
             for outcome, attr in OUTCOMES.items():
@@ -174,7 +221,7 @@ class EdgedCollector(Collector):
             errors.add_metric(labels, s.errors)
             restarts.add_metric(labels, s.restarts)
         yield from (messages, reads, read_errors, recreated, in_flight, handler, up, degraded,
-                    errors, restarts)
+                    errors, restarts, shard_info)
 
     @staticmethod
     def _daemon_metrics(status: DaemonStatus) -> Iterator[Metric]:
