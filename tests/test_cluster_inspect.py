@@ -20,7 +20,6 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from edged.daemon.metrics import shard_places
 from edged.ids import id_key
 from edged.local_cluster import LocalCluster
 from edged.sharding import shard_dead_letter, shard_for_key, shard_names
@@ -330,17 +329,3 @@ def test_dead_letters_of_every_shard_listed_and_replayed_home(
              what=lambda: f"the copies rejected again\n{fleet.logs()}")
     purged = cli_json(config, "dlq", "purge", stream, "--yes")
     assert purged["deleted"] == 4 and [rc.xlen(d) for d in dead] == [0] * SHARDS
-
-
-def test_metrics_tell_shards_from_the_streams_a_daemon_reads() -> None:
-    """shard_places, which labels edged_stream_shard_info, from a daemon's (stream, group)
-    pairs alone: all 6 shards of ``t`` with group g, 3 of ``u``'s 6 shards (not a whole set of
-    any shard count), a stream merely named like a shard, and an unsharded stream.
-
-    Must hold: each shard of ``t`` is (t, i); everything else is its own logical stream,
-    shard 0."""
-    t, u = shard_names("t", SHARDS), shard_names("u", SHARDS)
-    pairs = ((*((n, "g") for n in t), *((n, "g") for n in u[:3]), ("x:0:5", "g"), ("plain", "g")))
-    places = shard_places(pairs)
-    assert places == {**{(n, "g"): ("t", i) for i, n in enumerate(t)},
-                      **{(n, "g"): (n, 0) for n in [*u[:3], "x:0:5", "plain"]}}

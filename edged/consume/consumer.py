@@ -51,10 +51,13 @@ class StreamConsumer:
         read_block: float = 1.0,
         slots: Slots | None = None,
         logical: str | None = None,
+        shard: int = 0,
     ) -> None:
         self.cfg = cfg
-        # A shard's logical stream (its config name), shared slots included; else its own.
+        # A shard's logical stream (its config name) and index, shared slots included; an
+        # unsharded stream is its own logical stream, shard 0, with slots of its own.
         self.logical = logical or cfg.stream
+        self.shard = shard
         self._slots = slots or Slots(cfg.concurrency)
         self._client = client
         self._scripts = scripts

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +32,6 @@ from edged.consume.stats import Histogram
 from edged.daemon.status import DaemonStatus
 from edged.ids import id_ms
 from edged.replies import text
-from edged.sharding import shard_names
 
 if TYPE_CHECKING:
     from prometheus_client import Metric
@@ -58,37 +56,9 @@ OUTCOMES = {
 LABELS = ["stream", "group"]
 SHARD_LABELS = [*LABELS, "logical", "shard"]
 
-# "<logical>:<index>:<k>", greedy: the last two parts are the index and k (sharding.py).
-_SHARD_NAME = re.compile(r"(.+):([0-9]+):([0-9]+)")
 
 
 @functools.lru_cache(maxsize=4)
-def shard_places(pairs: tuple[tuple[str, str], ...]) -> dict[tuple[str, str], tuple[str, int]]:
-    """``(stream, group)`` → (logical stream, shard index) for each physical stream read.
-
-    The daemon reads every shard of each logical stream it serves, so its own list of
-    streams tells exactly which are shards: ``L:i:k`` is shard ``i`` of ``L`` when the
-    streams read include all of ``shard_names(L, N)``, N being how many look like shards of
-    ``L`` with that group. Any other stream is its own logical stream, shard 0.
-    """
-    places = {pair: (pair[0], 0) for pair in pairs}
-    candidates: dict[tuple[str, str], dict[int, str]] = {}
-    for stream, group in pairs:
-        match = _SHARD_NAME.fullmatch(stream)
-        if match:
-            candidates.setdefault((match[1], group), {})[int(match[2])] = stream
-    for (logical, group), found in candidates.items():
-        if len(found) < 2:
-            continue
-        try:
-            names = shard_names(logical, len(found))
-        except ValueError:  # not a name a sharded stream can have
-            continue
-        if [found.get(i) for i in range(len(found))] == names:
-            places.update({(name, group): (logical, i) for i, name in enumerate(names)})
-    return places
-
-
 @dataclass
 class GroupGauges:
     """Redis's view of one consumer group at ``sampled_at`` (time.time())."""
@@ -203,10 +173,8 @@ class EdgedCollector(Collector):
             "edged_stream_shard_info", "Always 1: the logical stream and shard index of the "
             "stream (an unsharded stream is its own logical stream, shard 0).",
             labels=SHARD_LABELS)
-        places = shard_places(tuple((s.stream, s.group) for s in status.streams))
         for s in status.streams:
-            logical, index = places[(s.stream, s.group)]
-            shard_info.add_metric([s.stream, s.group, logical, str(index)], 1)
+            shard_info.add_metric([s.stream, s.group, s.logical, str(s.shard)], 1)
             stats = s.stats
             labels = [s.stream, s.group]
             for outcome, attr in OUTCOMES.items():

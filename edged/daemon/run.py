@@ -89,7 +89,8 @@ class Daemon:
         for s, handler in zip(self.config.streams, handlers, strict=True):
             slots = Slots(s.concurrency, readers=s.shards)
             consumers += [StreamConsumer(self.client, self.scripts, p.cfg, self.consumer, handler,
-                                         read_block=block, slots=slots, logical=p.logical)
+                                         read_block=block, slots=slots, logical=p.logical,
+                                         shard=p.index)
                           for p in expand(s, cluster)]
         return consumers
 

@@ -61,6 +61,10 @@ class StreamStatus:
     errors: int
     restarts: int
     """Times the stream's consumer failed as a whole and was started again."""
+    logical: str
+    """The config's stream this one is a shard of (itself when not sharded)."""
+    shard: int
+    """Its index among the logical stream's shards (0 when not sharded)."""
 
     @property
     def name(self) -> str:
@@ -175,5 +179,5 @@ def _stream_status(s: StreamConsumer, now: float, limit: float, stopping: bool) 
         quiet_seconds=quiet, stuck=stuck, stats=state.stats,
         degraded=health.describe(), last_error=health.last_error, errors=health.errors,
         degraded_seconds=now - health.since if health.since is not None else 0.0,
-        restarts=s.restarts,
+        restarts=s.restarts, logical=s.logical, shard=s.shard,
     )
