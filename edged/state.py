@@ -1,9 +1,11 @@
-"""The per-user state directory: where the embedded server keeps its data and records its URL."""
+"""The per-user state directory: where the embedded server (and the embedded cluster of
+``edged start --embedded --cluster``) keeps its data and records how to reach it."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
@@ -15,6 +17,19 @@ class EmbeddedRecord(msgspec.Struct):
     pid: int
 
 
+class EmbeddedClusterRecord(msgspec.Struct):
+    """What ``edged start --embedded --cluster`` leaves while its cluster runs: the seed nodes
+    (``"host:port"``), the pid of each node process, and the config file it wrote for the other
+    commands (``[redis.cluster]`` with the seeds, and the streams the daemon runs)."""
+
+    nodes: list[str]
+    pids: list[int]
+    config: str
+
+
+R = TypeVar("R", EmbeddedRecord, EmbeddedClusterRecord)
+
+
 def state_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "edged"
@@ -24,35 +39,72 @@ def record_path() -> Path:
     return state_dir() / "embedded.json"
 
 
-def write_record(record: EmbeddedRecord) -> None:
-    path = record_path()
+def cluster_record_path() -> Path:
+    return state_dir() / "embedded-cluster.json"
+
+
+def pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _write(path: Path, record: msgspec.Struct) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(msgspec.json.encode(record))
     tmp.replace(path)
 
 
-def read_record() -> EmbeddedRecord | None:
-    """The recorded embedded server, if its process still runs."""
+def _load(path: Path, type_: type[R]) -> R | None:
     try:
-        record = msgspec.json.decode(record_path().read_bytes(), type=EmbeddedRecord)
+        return msgspec.json.decode(path.read_bytes(), type=type_)
     except (OSError, msgspec.DecodeError):
         return None
-    try:
-        os.kill(record.pid, 0)
-    except ProcessLookupError:
+
+
+def write_record(record: EmbeddedRecord) -> None:
+    _write(record_path(), record)
+
+
+def read_record() -> EmbeddedRecord | None:
+    """The recorded embedded server, if its process still runs."""
+    record = _load(record_path(), EmbeddedRecord)
+    if record is None or not pid_running(record.pid):
         return None
-    except PermissionError:
-        pass
     return record
 
 
 def clear_record(pid: int) -> None:
     """Forget the record, if it still names the server with ``pid``."""
-    path = record_path()
-    try:
-        record = msgspec.json.decode(path.read_bytes(), type=EmbeddedRecord)
-    except (OSError, msgspec.DecodeError):
-        return
-    if record.pid == pid:
-        path.unlink(missing_ok=True)
+    record = _load(record_path(), EmbeddedRecord)
+    if record is not None and record.pid == pid:
+        record_path().unlink(missing_ok=True)
+
+
+def write_cluster_record(record: EmbeddedClusterRecord) -> None:
+    _write(cluster_record_path(), record)
+
+
+def load_cluster_record() -> EmbeddedClusterRecord | None:
+    """The recorded embedded cluster, whether or not its nodes still run."""
+    return _load(cluster_record_path(), EmbeddedClusterRecord)
+
+
+def read_cluster_record() -> EmbeddedClusterRecord | None:
+    """The recorded embedded cluster, if every one of its node processes still runs."""
+    record = load_cluster_record()
+    if record is None or not record.pids or not all(pid_running(p) for p in record.pids):
+        return None
+    return record
+
+
+def clear_cluster_record(pids: list[int]) -> None:
+    """Forget the cluster record, if it still names the nodes with ``pids``."""
+    record = load_cluster_record()
+    if record is not None and record.pids == pids:
+        cluster_record_path().unlink(missing_ok=True)

@@ -18,7 +18,7 @@ from edged.config import DEFAULT_CONFIG_PATH, Config, check_redis_url, load_conf
 from edged.connect.client import describe_target, make_client
 from edged.connect.transient import TRANSIENT_ERRORS
 from edged.errors import ConfigError, EdgedError, RedisUnavailable
-from edged.state import read_record
+from edged.state import read_cluster_record, read_record
 
 ConfigOpt = Annotated[
     Path | None,
@@ -69,7 +69,8 @@ def config_path(explicit: Path | None) -> Path | None:
 
 
 def resolve_connection(config: Path | None, url: str | None) -> tuple[Config, str | None]:
-    """The config to use and the URL override: --url, $EDGED_REDIS_URL, else the embedded one."""
+    """The config to use and the URL override: --url, $EDGED_REDIS_URL, else the embedded
+    server's URL, else the embedded cluster's config."""
     path = config_path(config)
     cfg = load_config(path) if path is not None else Config()
     if url:
@@ -82,6 +83,10 @@ def resolve_connection(config: Path | None, url: str | None) -> tuple[Config, st
         record = read_record()
         if record is not None:
             url = record.url
+        elif (cluster := read_cluster_record()) is not None:
+            # `edged start --embedded --cluster` runs: its config has the seeds and the
+            # streams it serves (so `publish` knows a demo stream's shards too).
+            cfg = load_config(cluster.config)
     return cfg, url
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, NoReturn
 
 import anyio
 import typer
@@ -23,6 +25,8 @@ from edged.connect.auth import check_credentials
 from edged.errors import ConfigError, UsageError
 from edged.handlers import build_handler
 from edged.logs import setup_logging
+
+log = logging.getLogger("edged.embedded")
 
 
 def preflight(cfg: Config, source: str, url: str | None = None, url_from: str = "--url") -> None:
@@ -77,13 +81,26 @@ def start(
         bool,
         typer.Option("--takeover", help="Take the consumer name over from a live daemon."),
     ] = False,
+    cluster: Annotated[
+        bool,
+        typer.Option("--cluster", help="With --embedded: a local cluster of three primaries "
+                                       "instead of one server, to try sharding."),
+    ] = False,
+    replicas: Annotated[
+        int | None,
+        typer.Option("--replicas", help="With --embedded --cluster: replicas per primary "
+                                        "[default: 0].", min=0, max=2, show_default=False),
+    ] = None,
 ) -> None:
     """Run the daemon in the foreground (systemd runs it the same way)."""
     from edged.daemon.run import Daemon
 
     if log_format not in ("text", "json"):
         raise UsageError(f"--log-format must be text or json, not {log_format!r}")
+    check_cluster_options(embedded, cluster, replicas, url)
     setup_logging(log_format, log_level)
+    if cluster:
+        start_embedded_cluster(config_path(config), replicas or 0, takeover)
     path = config_path(config)
     if path is None and not embedded:
         raise ConfigError(
@@ -101,4 +118,58 @@ def start(
             code = anyio.run(Daemon(cfg, url or embedded_url, takeover).run)
     else:
         code = anyio.run(Daemon(cfg, url, takeover).run)
+    raise typer.Exit(code)
+
+
+def check_cluster_options(embedded: bool, cluster: bool, replicas: int | None,
+                          url: str | None) -> None:
+    """``--cluster`` goes with ``--embedded``, ``--replicas`` with ``--cluster``, and neither
+    with ``--url``: a usage error (exit 2) otherwise."""
+    if cluster and not embedded:
+        raise UsageError("--cluster starts the embedded cluster: give it with --embedded "
+                         "(edged start --embedded --cluster); for a cluster of your own, "
+                         "put [redis.cluster] nodes in the config")
+    if replicas is not None and not cluster:
+        raise UsageError("--replicas is for the embedded cluster: edged start --embedded "
+                         "--cluster --replicas N")
+    if cluster and url:
+        raise UsageError("--url cannot be given with --embedded --cluster: the daemon runs "
+                         "on the embedded cluster")
+
+
+def start_embedded_cluster(path: Path | None, replicas: int, takeover: bool) -> NoReturn:
+    """``edged start --embedded --cluster [-c FILE]``: the demo, or the file's streams, on the
+    embedded cluster; its [redis] gives way to the cluster's seeds."""
+    from edged.daemon.run import Daemon
+    from edged.embedded_cluster import (
+        PLACEHOLDER_SEEDS,
+        demo_cluster_config,
+        embedded_cluster,
+        on_cluster,
+        publish_hint,
+        write_cluster_config,
+    )
+
+    source = str(path) if path is not None else "<demo config>"
+    loaded = load_config(path) if path is not None else None
+
+    def config_for(seeds: list[str]) -> Config:
+        if loaded is None:
+            return demo_cluster_config(seeds)
+        return on_cluster(loaded, seeds, source)
+
+    if os.environ.get("EDGED_REDIS_URL"):
+        log.warning("$EDGED_REDIS_URL is ignored: the daemon runs on the embedded cluster")
+    # Everything that could fail at start-up exits 78 here, before a server is started.
+    preflight(config_for(PLACEHOLDER_SEEDS), source)
+    with embedded_cluster(replicas) as seeds:
+        cfg = config_for(seeds)
+        written = write_cluster_config(cfg)
+        if path is not None:
+            log.info("%s: its [redis] connection is replaced by the embedded cluster's seed "
+                     "nodes", path)
+        log.info("embedded cluster seed nodes: %s", " ".join(seeds))
+        log.info("other commands reach it with -c %s, e.g.: %s", written,
+                 publish_hint(cfg, written))
+        code = anyio.run(Daemon(cfg, None, takeover).run)
     raise typer.Exit(code)
