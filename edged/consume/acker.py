@@ -109,7 +109,7 @@ class Acker:
             )
         self._on_done(sent)
 
-    def _failed(self, exc: RedisError, backoff: Backoff) -> float:
+    def _failed(self, exc: Exception, backoff: Backoff) -> float:
         """An ack failed: how long to wait before the next try."""
         delay = backoff.next_delay()
         if isinstance(exc, TRANSIENT_ERRORS) or "NOGROUP" in str(exc):  # the reader recreates it
@@ -118,7 +118,7 @@ class Acker:
         # NOPERM on the script and the like: the stream is degraded (logged once per change).
         return max(delay, self._health.failed("ack", "XACK", self._stream, exc))
 
-    def _give_up(self, exc: RedisError) -> None:
+    def _give_up(self, exc: Exception) -> None:
         log.warning("stream %s: %d finished entries could not be acked (%s); they stay pending "
                     "and will be delivered again", self._stream, len(self._ids) + len(self._retry),
                     exc)
@@ -150,7 +150,7 @@ class Acker:
                 acked = await self._scripts.fenced_ack(
                     self._stream, self._group, self._consumer, batch, self._others
                 )
-            except RedisError as exc:  # keep the ids; retry with backoff
+            except (*TRANSIENT_ERRORS, RedisError) as exc:  # keep the ids; retry with backoff
                 self._retry[:0] = batch
                 if self._closing:
                     failures_while_closing += 1

@@ -42,7 +42,7 @@ class Ownership:
                 continue
             try:
                 lost = await self._scripts.extend_leases(s.stream, s.group, s.consumer, ids)
-            except RedisError as exc:  # also NOGROUP, OOM...: leave it pending, go on
+            except (*TRANSIENT_ERRORS, RedisError) as exc:  # NOGROUP, OOM...: leave it, go on
                 log.warning("stream %s: could not extend %d leases (%s)", s.stream, len(ids), exc)
                 if not isinstance(exc, TRANSIENT_ERRORS) and "NOGROUP" not in str(exc):
                     s.health.failed("lease", "XCLAIM", s.stream, exc)
@@ -105,7 +105,7 @@ class Ownership:
         # Not shielded: the caller's scope bounds it (the clean-up budget at a stop).
         try:
             released = await self._scripts.fenced_release(s.stream, s.group, s.consumer, entries)
-        except RedisError as exc:  # also NOGROUP, OOM...: leave it pending, go on
+        except (*TRANSIENT_ERRORS, RedisError) as exc:  # NOGROUP, OOM...: leave it, go on
             log.warning("stream %s: could not hand back %d entries (%s); they are taken "
                         "after claim-idle", s.stream, len(entries), exc)
             return 0

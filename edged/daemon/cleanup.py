@@ -14,6 +14,7 @@ import logging
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from edged.connect.transient import TRANSIENT_ERRORS
 from edged.keys import daemon_key, seen_key
 from edged.replies import int_or_none
 from edged.scripts import Scripts
@@ -39,7 +40,7 @@ async def remove_dead_consumers(
             if not await _dead(client, prefix, name, expiry_ms):
                 continue
             verdict = await scripts.delete_consumer(stream, group, name, expiry_ms)
-        except RedisError as exc:
+        except (*TRANSIENT_ERRORS, RedisError) as exc:
             log.warning("stream %s: consumer cleanup failed (%s)", stream, exc)
             return removed
         if verdict == "deleted":
