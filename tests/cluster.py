@@ -5,6 +5,10 @@ the tests that need a cluster start one. Before each test that takes ``rc`` the 
 healed (killed nodes restarted, every slot served, every replica in sync) and emptied, so a
 test may kill or fail over nodes freely. A primary killed by one test rejoins as a replica of
 the node that replaced it: which node is primary changes, the slot ranges do not.
+
+``tls_cluster`` is another cluster, TLS-only (three primaries, one replica each), one per
+module that takes it; it skips without a TLS-capable server (fails if EDGED_REQUIRE_TLS=1).
+Its certificates are ``tls_cluster_certs``.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ import pytest
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
-from edged.local_cluster import LocalCluster, LocalNode, start_local_cluster
+from edged.local_cluster import LocalCluster, LocalNode, TLSFiles, start_local_cluster
 from tests.servers import server_binary
 from tests.support import wait_for
+from tests.tls import Certs, make_certs, require_tls
 
 HEAL_TIMEOUT = 30.0
 FAILOVER_TIMEOUT = 30.0  # node timeout 2 s + election; generous for a loaded CI machine
@@ -27,6 +32,32 @@ FAILOVER_TIMEOUT = 30.0  # node timeout 2 s + election; generous for a loaded CI
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     local = start_local_cluster(server_binary(), tmp_path_factory.mktemp("cluster"),
                                 primaries=3, replicas_per_primary=1)
+    yield local
+    local.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_cluster_certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    """The test CA, the nodes' certificate (valid for 127.0.0.1), a client certificate, and
+    another CA that signed none of them."""
+    require_tls()
+    return make_certs(tmp_path_factory.mktemp("cluster-certs"))
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(
+    tls_cluster_certs: Certs, tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[LocalCluster]:
+    """A TLS-only cluster: every node listens with TLS alone and requires a client certificate
+    signed by the test CA; bus, replication and MIGRATE are TLS too."""
+    require_tls()
+    certs = tls_cluster_certs
+    local = start_local_cluster(
+        server_binary(), tmp_path_factory.mktemp("tls-cluster"), primaries=3,
+        replicas_per_primary=1,
+        tls=TLSFiles(ca=certs.ca, cert=certs.server_cert, key=certs.server_key,
+                     client_cert=certs.client_cert, client_key=certs.client_key),
+    )
     yield local
     local.stop()
 
@@ -41,7 +72,11 @@ def rc(cluster: LocalCluster) -> Iterator[RedisCluster]:
 
 
 def cluster_client(cluster: LocalCluster, **kwargs: object) -> RedisCluster:
+    """A cluster client (bytes replies); over TLS with the cluster's client certificate if the
+    cluster is TLS-only."""
     nodes = [ClusterNode(n.host, n.port) for n in cluster.nodes]
+    if cluster.tls is not None:
+        kwargs = {**cluster.tls.client_kwargs(), **kwargs}
     return RedisCluster(startup_nodes=nodes, decode_responses=False, socket_timeout=5,
                         socket_connect_timeout=2, **kwargs)  # type: ignore[arg-type]
 
