@@ -451,7 +451,8 @@ class StreamConfig(_Section, frozen=True):
     shards: Annotated[int, Meta(ge=1, le=MAX_SHARDS)] = 1
     """Spread this logical stream over this many physical streams (named ``<stream>:<i>:<k>``,
     placed in distinct ranges of hash slots so that a cluster's primaries share them), one group
-    on each; ``concurrency`` is shared by all of them. 1: the stream itself. Producers pick the
+    on each; ``concurrency`` is shared by all of them and is at least ``shards``. 1: the stream
+    itself. Producers pick the
     shard (``edged publish --key``); see ``docs/sharding.md``. A sharded stream's name has no
     ``{`` or ``}``."""
 
@@ -459,6 +460,9 @@ class StreamConfig(_Section, frozen=True):
         _check_durations(self)
         if isinstance(self.handler, str):
             _check_handler_ref(self.handler)
+        if self.concurrency < self.shards:
+            raise FieldError("concurrency", f"{self.concurrency} is below shards ({self.shards}): "
+                             "each shard's reader holds one slot while it waits for entries")
         if self.shards > 1 and ("{" in self.stream or "}" in self.stream):
             raise FieldError("shards", f"stream {self.stream!r} has a brace: a hash tag in it would "
                              "put every shard in one slot; sharded streams are named without { }")

@@ -4,7 +4,9 @@ The payload steers them: {"sleep": s}, {"fail": true}, {"reject": "why"}, {"retr
 {"hang": true} (until the key <stream>:release exists), {"exit": n} (sys.exit(n)),
 {"cancel-self": true} (raise CancelledError), {"reject-surrogate": true} (a reason that is not
 valid UTF-8), {"track": "<key>"} (count the runs in progress in <key> and keep the highest
-count seen in <key>:max, to check a concurrency bound). Every run is recorded as
+count seen in <key>:max, to check a concurrency bound), {"order": "<key>"} (push the stream's
+name to the list <key> when the run starts: one order over several streams). Every run is
+recorded as
 "<id> <consumer> <delivery>" in the list <stream>:handled once the handler finished, and in
 <stream>:started when it started.
 """
@@ -38,6 +40,8 @@ async def record(event: Event) -> None:
     mark = f"{event.id} {_me()} {event.delivery}"
     await r.rpush(f"{event.stream}:started", mark)
     body = event.payload if isinstance(event.payload, dict) else {}
+    if body.get("order"):
+        await r.rpush(str(body["order"]), event.stream)
     track = body.get("track")
     if track:
         running = await r.incr(track)

@@ -178,7 +178,7 @@ def test_sharded_stream_spreads_over_primaries_and_keeps_key_order(
     cluster: LocalCluster, rc: RedisCluster, server: Server, tmp_path: Path,  # noqa: F811
     spawned: list[DaemonProcess], r: redis.Redis,
 ) -> None:
-    """A logical stream of 6 shards read by two daemons with concurrency 4 (shared by the
+    """A logical stream of 6 shards read by two daemons with concurrency 6 (shared by the
     shards); 60 entries published with --key k1, 60 with --key k2, 60 without a key.
 
     Must hold: the 6 shards sit on all 3 primaries, two each; every entry with one key is
@@ -188,7 +188,7 @@ def test_sharded_stream_spreads_over_primaries_and_keeps_key_order(
     names = shard_names(stream, 6)
     owners = [cluster.node_for_slot(key_slot(n)).address for n in names]
     assert sorted(owners.count(o) for o in set(owners)) == [2, 2, 2], owners
-    cfgs = [stream_cfg(stream, shards=6, concurrency=4)]
+    cfgs = [stream_cfg(stream, shards=6, concurrency=6)]
     fleet = make_fleet(server, tmp_path, spawned, cluster)
     daemons = [fleet.start(name, cfgs) for name in ("a", "b")]
     for d in daemons:

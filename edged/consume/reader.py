@@ -81,7 +81,10 @@ class Reader:
         """One round trip (acks and a read); the entries it fetched, if any."""
         s = self._state
         ids = self._acker.take()
-        count = max(0, min(s.free + len(ids), self._max_read))  # 0: only carry the acks
+        # The acks ahead of the read free their slots for it, unless another shard's reader
+        # waits for slots: then they go to it, not back to this reader (slots.py).
+        freed = 0 if s.slots.others_first(s.stream) else len(ids)
+        count = max(0, min(s.free + freed, self._max_read))  # 0: only carry the acks
         if not ids and not count:
             return None  # the acker sent them meanwhile; the slots come back with its reply
         # Shards share their slots: a blocking read reserves one slot, not all of them, or an

@@ -36,6 +36,10 @@ class Slots:
             return 0
         return self.free
 
+    def others_first(self, reader: str) -> bool:
+        """Another reader waits for slots ahead of ``reader``."""
+        return bool(self._queue) and self._queue[0] != reader
+
     def wait_turn(self, reader: str) -> None:
         """``reader`` found no slot it may take: it queues (once) for the next ones."""
         if self.shared and reader not in self._queue:
