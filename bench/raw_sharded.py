@@ -48,6 +48,14 @@ async def main_async(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     client = make_client(args)
     try:
+        if isinstance(client, RedisCluster):
+            # Learn the slots before the readers start. A RedisCluster that has not been
+            # initialized routes commands to a random node (redis-py 8: no default node yet, so
+            # its command policy falls back to keyless); six readers starting at once then
+            # draw MOVED replies, and every fifth MOVED makes the client close all its
+            # connections, under the other readers' in-flight XREADGROUPs: their replies are
+            # lost, the entries stay pending, and the drain never ends.
+            await client.initialize()
         with contextlib.suppress(asyncio.CancelledError):
             async with asyncio.TaskGroup() as tasks:
                 for stream in args.streams.split(","):

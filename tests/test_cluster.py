@@ -82,6 +82,9 @@ def test_daemons_consume_streams_on_every_primary_without_crossslot(
     daemons = [fleet.start(name, cfgs, **{"heartbeat-interval": "200ms"}) for name in ("a", "b")]
     for d in daemons:
         d.wait_ready()
+    for node in cluster.primaries():
+        with node.client() as c:
+            c.config_resetstat()
     config = admin_config(tmp_path, cluster, cfgs)
     published: dict[str, list[str]] = {}
     for s in streams:
@@ -100,6 +103,13 @@ def test_daemons_consume_streams_on_every_primary_without_crossslot(
         assert dead[0][1][b"edged-id"].decode() == published[s + ":rejected"][0]
         assert key_slot("{" + s + "}:dead") == key_slot(s)
         wait_for(lambda s=s: rc.xpending(s, GROUP)["pending"] == 0, what=f"{s} PEL drained")
+    # The readers route XREADGROUP by its STREAMS keys themselves: no COMMAND GETKEYS round
+    # trips to the server on the hot path (redis-py would send two before every read).
+    getkeys = 0
+    for node in cluster.primaries():
+        with node.client() as c:
+            getkeys += int(c.info("commandstats").get("cmdstat_command|getkeys", {}).get("calls", 0))
+    assert getkeys == 0, f"COMMAND GETKEYS sent {getkeys} times"
     own = sorted(k.decode() for k in rc.scan_iter(match="*edged*", target_nodes=rc.PRIMARIES))
     assert {"{edged}:seen", "{edged}:daemon:a", "{edged}:daemon:b"} <= set(own), own
     assert all(k.startswith("{edged}:") for k in own), own

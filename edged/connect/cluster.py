@@ -26,6 +26,30 @@ from edged.connect.transient import FailoverAwareParser
 _SINGLE_SERVER_ONLY = ("db", "parser_class", "retry")
 
 
+def _stream_read_keys(command: str, args: tuple[Any, ...]) -> list[Any]:
+    """The stream keys of an XREADGROUP or XREAD, by their syntax; [] for anything else.
+
+    Options are skipped by position (``GROUP g c``, ``COUNT n``, ``BLOCK ms``, ``NOACK``), so
+    a group or consumer that happens to be named "streams" is not taken for the keyword.
+    """
+    name = command.upper() if isinstance(command, str) else ""
+    if name not in ("XREADGROUP", "XREAD"):
+        return []
+    i = 3 if name == "XREADGROUP" else 0
+    while i < len(args):
+        word = args[i].upper() if isinstance(args[i], str) else ""
+        if word in ("COUNT", "BLOCK"):
+            i += 2
+        elif word == "NOACK":
+            i += 1
+        elif word == "STREAMS":
+            rest = args[i + 1:]
+            return list(rest[: len(rest) // 2])
+        else:
+            return []
+    return []
+
+
 def make_cluster_client(cfg: RedisConfig, primary_kwargs: dict[str, Any]) -> Redis:
     """A client of the cluster named by ``[redis.cluster] nodes``.
 
@@ -48,6 +72,10 @@ def make_cluster_client(cfg: RedisConfig, primary_kwargs: dict[str, Any]) -> Red
         # nodes it discovered, and after a discovery against a cluster that served no slot yet
         # it was left with none to ask again (found by a test starting the daemon first).
         dynamic_startup_nodes=False,
+        # A MOVED updates that one slot. redis-py would otherwise relearn every slot on each
+        # 5th MOVED, dropping the connections that other readers' blocking reads are using;
+        # a full relearn still follows any connection error (a node gone).
+        reinitialize_steps=0,
         **kwargs,
     )
     _use_failover_parser(client)
@@ -62,6 +90,16 @@ class _Cluster(RedisCluster):
     it fails with an IndexError or the like, which no caller would take for "Redis is away":
     the daemon would exit. Here it is a RedisClusterException, which edged retries.
     """
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        """XREADGROUP's keys follow STREAMS: found here, where redis-py would ask the server
+        (COMMAND GETKEYS, twice) before every read, the reader's hot path."""
+        keys = _stream_read_keys(command, args)
+        if keys:
+            slots = {self.keyslot(key) for key in keys}
+            if len(slots) == 1:
+                return slots.pop()
+        return await super()._determine_slot(command, *args)
 
     async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
         try:
