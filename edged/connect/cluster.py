@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any, cast
 
 from redis.asyncio import Redis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, NodesManager, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException
+from redis.exceptions import RedisClusterException, SlotNotCoveredError
 
 from edged.config import RedisConfig, split_host_port
 from edged.connect.auth import tls_kwargs
@@ -79,6 +79,7 @@ def make_cluster_client(cfg: RedisConfig, primary_kwargs: dict[str, Any]) -> Red
         **kwargs,
     )
     _use_failover_parser(client)
+    client.nodes_manager.__class__ = _Nodes
     return cast(Redis, client)
 
 
@@ -106,6 +107,20 @@ class _Cluster(RedisCluster):
             return await super().initialize(*args, **kwargs)
         except (IndexError, KeyError, TypeError, ValueError) as exc:
             raise RedisClusterException(f"the cluster has no usable slot map yet ({exc!r})") from exc
+
+
+class _Nodes(NodesManager):
+    """redis-py's slot map, where a slot no node serves yet (a cluster still being formed) is
+    SlotNotCoveredError, a retry, as redis-py means it to be: it looks the slot up in a dict
+    and catches only IndexError and TypeError, so a KeyError ended the daemon."""
+
+    __slots__ = ()
+
+    def get_node_from_slot(self, slot: int, *args: Any, **kwargs: Any) -> ClusterNode:
+        try:
+            return super().get_node_from_slot(slot, *args, **kwargs)
+        except KeyError:
+            raise SlotNotCoveredError(f'Slot "{slot}" is not covered by the cluster') from None
 
 
 def _use_failover_parser(client: RedisCluster) -> None:
