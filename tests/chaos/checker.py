@@ -5,11 +5,15 @@ themselves. Pure functions over plain records, so they can be tested without any
 Records (as the ledger stores them, one string each):
 
 - acknowledged publish: ``"<stream> <id> <seq>"`` (the server answered the XADD; under
-  Sentinel only once ``WAIT 1`` returned >= 1);
+  Sentinel and on a cluster only once ``WAIT 1`` returned >= 1);
 - unacknowledged publish: ``"<stream> <id or -> <seq> <why>"`` (nothing is promised for it);
 - handler run: ``"<stream> <id> <consumer> <delivery> <seq>"`` (written when the handler
   finished, so a run that was killed or cancelled half-way is not one);
 - injected loss: ``"<stream> <id> <seq>"`` (XACKed behind edged's back by ``--inject-loss``).
+
+``<stream>`` is always the physical stream: for a sharded logical stream (``--cluster``) the
+shard the entry went to (``<stream>:<i>:<k>``), which is also what handlers see as
+``Event.stream``. An optional map from physical to logical streams only groups the figures.
 
 An entry is keyed by ``(stream, id, seq)``: under Sentinel a write the paused old primary
 accepted can carry the same id as a real entry on the new primary, and the seq tells them apart.
@@ -98,6 +102,10 @@ class Report:
     dead_reasons: dict[str, int]
     self_exits: list[SelfExit] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # harness-level: drain timeout, hangs
+    faults_played: dict[str, int] = field(default_factory=dict)
+    faults_skipped: dict[str, int] = field(default_factory=dict)
+    # logical stream -> [physical streams, acknowledged publishes, handler runs, lost]
+    per_stream: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -139,6 +147,13 @@ class Report:
             f"dead-lettered                  {self.dead_lettered}",
         ]
         lines += [f"    {n} x {reason}" for reason, n in sorted(self.dead_reasons.items())]
+        for name, (shards, acked, ran, lost) in sorted(self.per_stream.items()):
+            lines.append(f"    {name}{f' ({shards} shards)' if shards > 1 else ''}: "
+                         f"{acked} acknowledged, {ran} runs, {lost} lost")
+        if self.faults_played or self.faults_skipped:
+            lines.append(f"faults played                  {sum(self.faults_played.values())} ("
+                         + ", ".join(f"{k} {v}" for k, v in sorted(self.faults_played.items()))
+                         + f"); skipped {sum(self.faults_skipped.values())}")
         lines.append(f"daemons that exited by themselves  {len(self.self_exits)}")
         for s in self.self_exits:
             lines.append(f"    {s.name} pid {s.pid} exit {s.returncode} at {s.at:.1f}s "
@@ -168,6 +183,9 @@ def check(
     pending_sample: list[str] | None = None,
     self_exits: list[SelfExit] | None = None,
     problems: list[str] | None = None,
+    faults_played: dict[str, int] | None = None,
+    faults_skipped: dict[str, int] | None = None,
+    logical: dict[str, str] | None = None,
 ) -> Report:
     acked_set = {parse_key(p) for p in published}
     unacked_raw = list(unacknowledged)
@@ -184,6 +202,14 @@ def check(
     ran = {(k[0], k[2]) for k in per_entry}
     known = {(k[0], k[2]) for k in acked_set} | unacked
     most_key, most = (per_entry.most_common(1)[0] if per_entry else (None, 0))
+    per_stream: dict[str, list[int]] = {}
+    if logical:
+        for name in logical.values():
+            per_stream[name] = [sum(1 for v in logical.values() if v == name), 0, 0, 0]
+        for figure, keys in ((1, acked_set), (2, [r.key for r in run_list]), (3, lost)):
+            for key in keys:
+                name = logical.get(key[0], key[0])
+                per_stream.setdefault(name, [1, 0, 0, 0])[figure] += 1
     return Report(
         seed=seed,
         published=len(acked_set),
@@ -205,6 +231,9 @@ def check(
         dead_reasons=dict(Counter(_reason_kind(d.reason) for d in dead_list)),
         self_exits=list(self_exits or []),
         problems=list(problems or []),
+        faults_played=dict(faults_played or {}),
+        faults_skipped=dict(faults_skipped or {}),
+        per_stream=per_stream,
     )
 
 

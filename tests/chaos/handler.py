@@ -3,7 +3,8 @@
 The ledger is a separate server that the harness never faults, so the records survive
 whatever happens to the data server. Each run appends
 ``"<stream> <id> <consumer> <delivery> <seq>"`` to the list ``chaos:runs`` once the handler
-has done its work (a run killed or cancelled half-way records nothing). The payload steers it:
+has done its work (a run killed or cancelled half-way records nothing); for a sharded stream
+``<stream>`` is the shard (``Event.stream``), as in the producer's records. The payload steers it:
 ``{"seq": n, "sleep": s}`` sleeps ``s`` seconds first, so faults catch entries in flight.
 
 Environment: ``EDGED_CHAOS_LEDGER`` (the ledger's URL), ``EDGED_CHAOS_CONSUMER`` (the daemon's

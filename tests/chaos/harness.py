@@ -2,17 +2,22 @@
 
 Setup: a data server with AOF (`--appendonly yes --appendfsync always`) on a free loopback
 port, or with ``--sentinel`` a primary, a replica and three sentinels
-(tests/sentinel_cluster.py); a separate ledger server, never faulted, on which the producer
-records acknowledged publishes and the handler (tests/chaos/handler.py) records every run;
-three streams; three `python -m edged start` daemons sharing one group on all of them.
+(tests/sentinel_cluster.py), or with ``--cluster`` a Redis Cluster of three primaries and three
+replicas (edged.local_cluster); a separate plain ledger server, never faulted, on which the
+producer records acknowledged publishes and the handler (tests/chaos/handler.py) records every
+run; three streams (with ``--cluster`` one of them a sharded logical stream of six shards);
+three `python -m edged start` daemons sharing one group on all of them.
 
 While the run lasts a producer thread publishes entries carrying a unique sequence number,
 and the fault plan, drawn up front from ``random.Random(seed)``, is played: SIGKILL, SIGSTOP
 (SIGCONT after a pause) and SIGTERM of daemons, which are restarted under the same or a new
 consumer name; SIGKILL or SIGTERM of the data server, started again on its port and data
 directory; with ``--sentinel``, SIGKILL of the primary (restarted as a replica once the
-sentinels have promoted the other) and SIGSTOP/SIGCONT of the primary. Each fault is printed
-with its time, so a run can be replayed with ``--seed``.
+sentinels have promoted the other) and SIGSTOP/SIGCONT of the primary; with ``--cluster``,
+SIGKILL of a primary (restarted once its replica is promoted: it rejoins as a replica), short
+SIGSTOPs of a primary and long ones that end in a failover (the old primary is demoted after
+SIGCONT), and the migration of a consumed stream's slot to another primary. Each fault is
+printed with its time, so a run can be replayed with ``--seed``.
 
 Then: faults stop and everything is restored, the producer stops, the harness waits (with a
 deadline) until every group has delivered everything and its pending list is empty, stops
@@ -37,17 +42,24 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import redis
 from redis.backoff import NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from edged.keys import DEAD_DELIVERIES, DEAD_ID, DEAD_REASON, DEAD_STREAM, PAYLOAD_FIELD
+from edged.local_cluster import LocalCluster, LocalNode, migrate_slot, start_local_cluster
+from edged.naming import dead_letter_names
+from edged.sharding import key_slot, shard_for_key, shard_names
 from tests.chaos.checker import DeadLetter, Report, SelfExit, check
 from tests.chaos.handler import RUNS_KEY
 from tests.sentinel_cluster import SentinelCluster, write_sentinel_config
@@ -86,6 +98,24 @@ SENTINEL_FAULTS = {
     "primary-kill": (1, 1.0, 5.0),
     "primary-stop": (1, 0.5, 6.0),
 }
+# --cluster. The pause is: from the promotion of the replica until the killed primary is
+# started again (primary-kill); until SIGCONT, under the node timeout so that no failover
+# starts (primary-stop); from the promotion of the replica until SIGCONT (primary-stop-long:
+# the old primary wakes up as a primary nobody follows any more, and is demoted); between
+# the MIGRATE batches of one key each (slot-migrate: clients meet ASK meanwhile).
+CLUSTER_FAULTS = {
+    "primary-kill": (2, 1.0, 5.0),
+    "primary-stop": (1, 0.3, 1.5),
+    "primary-stop-long": (2, 0.0, 3.0),
+    "slot-migrate": (2, 0.5, 2.5),
+}
+# What a failing Redis command raises; redis-py's cluster client also raises
+# RedisClusterException (no slot map, a slot without a node), which is not a RedisError.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
+CLUSTER_SHARDS = 6  # the sharded logical stream chaos:s0 under --cluster
+NODE_TIMEOUT_MS = 2000  # cluster-node-timeout: a primary silent this long is failed over
+CLUSTER_DEADLINE = 90.0  # the longest a failover, a rejoin or a healing may take
+PUBLISH_DEADLINE = 15.0  # one publish on the cluster, redirects and relearning included
 
 
 class HarnessError(Exception):
@@ -101,7 +131,8 @@ class Fault:
     kind: str
     slot: int  # which daemon (daemon faults)
     pause: float
-    same_name: bool  # restart a daemon under the same consumer name
+    same_name: bool  # restart a daemon under the same consumer name; slot-migrate: which target
+    pick: float = 0.0  # --cluster: which physical stream (its primary, its slot), in [0, 1)
 
     def describe(self) -> str:
         if self.kind.startswith("daemon"):
@@ -116,16 +147,23 @@ class Fault:
             "primary-kill": f"SIGKILL the primary, restart it as a replica {self.pause:.1f}s "
                             f"after the failover",
             "primary-stop": f"SIGSTOP the primary, SIGCONT after {self.pause:.1f}s",
+            "primary-stop-long": f"SIGSTOP the primary until its replica is promoted, SIGCONT "
+                                 f"{self.pause:.1f}s later (it must be demoted)",
+            "slot-migrate": f"migrate a stream's slot to another primary, one key per MIGRATE, "
+                            f"{self.pause:.1f}s between batches",
         }[self.kind]
 
 
-def plan(seed: int, duration: float, sentinel: bool) -> list[Fault]:
+def plan(seed: int, duration: float, sentinel: bool, cluster: bool = False) -> list[Fault]:
     """The fault schedule: a pure function of the seed, the duration and the mode.
 
-    Every fault draws the same number of values, so a seed gives the same plan each time.
+    Every fault draws the same number of values, so a seed gives the same plan each time
+    (``--cluster`` draws one more per fault, which stream it aims at; the other modes' plans
+    are what they always were).
     """
     rng = random.Random(seed)
-    kinds = {**DAEMON_FAULTS, **(SENTINEL_FAULTS if sentinel else SERVER_FAULTS)}
+    server_faults = CLUSTER_FAULTS if cluster else SENTINEL_FAULTS if sentinel else SERVER_FAULTS
+    kinds = {**DAEMON_FAULTS, **server_faults}
     names = sorted(kinds)
     weights = [kinds[k][0] for k in names]
     faults: list[Fault] = []
@@ -136,10 +174,11 @@ def plan(seed: int, duration: float, sentinel: bool) -> list[Fault]:
         slot = rng.randrange(DAEMONS)
         u = rng.random()
         same = rng.random() < 0.5
+        pick = round(rng.random(), 4) if cluster else 0.0
         if t >= duration:
             return faults
         lo, hi = kinds[kind][1:]
-        faults.append(Fault(round(t, 2), kind, slot, round(lo + u * (hi - lo), 2), same))
+        faults.append(Fault(round(t, 2), kind, slot, round(lo + u * (hi - lo), 2), same, pick))
 
 
 # --------------------------------------------------------------------------- servers
@@ -238,7 +277,253 @@ class SentinelTarget:
         self.cluster.stop()
 
 
-Target = Standalone | SentinelTarget
+T = TypeVar("T")
+
+
+class ClusterAborted(Exception):
+    """The run is ending (an error, Ctrl-C): a cluster fault in progress stops where it is."""
+
+
+class ClusterTarget:
+    """Three primaries and three replicas (edged.local_cluster), node timeout 2 s.
+
+    A cluster fault is a story of several steps with waits in between (kill, wait for the
+    promotion, restart, wait until the node rejoined and the cluster is ok), so it runs in a
+    worker thread while the main loop goes on with the daemon faults; one at a time (``busy``).
+    Every wait has a deadline; a missed one is a HarnessError, reported by the main loop.
+    """
+
+    sentinel = False
+
+    def __init__(self, base: Path) -> None:
+        self.base = base / "cluster"
+        self._cluster: LocalCluster | None = None
+        self.busy = False  # a cluster fault is in progress (or failed)
+        self.paused: set[LocalNode] = set()  # SIGSTOPped nodes
+        self.worker: threading.Thread | None = None
+        self.failed: BaseException | None = None
+        self.closing = threading.Event()
+
+    @property
+    def cluster(self) -> LocalCluster:
+        if self._cluster is None:
+            raise HarnessError("the cluster was not started")
+        return self._cluster
+
+    def start(self) -> None:
+        self._cluster = start_local_cluster(server_binary(), self.base, primaries=3,
+                                            replicas_per_primary=1,
+                                            node_timeout_ms=NODE_TIMEOUT_MS, timeout=60)
+
+    def describe(self) -> str:
+        return "cluster " + ", ".join(f"{n.address} ({n.role}, pid {n.pid})"
+                                      for n in self.cluster.nodes)
+
+    def primary_port(self) -> int | None:
+        return None
+
+    def quiet(self) -> bool:
+        return not self.busy and self.cluster.problem() is None
+
+    def client(self) -> Any:
+        """A cluster client (redis-py's, bytes replies) that fails fast enough for the polls."""
+        nodes = [ClusterNode(n.host, n.port) for n in self.cluster.nodes]
+        return RedisCluster(startup_nodes=nodes, socket_timeout=5, socket_connect_timeout=2,
+                            require_full_coverage=False)
+
+    def write_config(self, path: Path, streams: list[dict[str, Any]],
+                     daemon: dict[str, Any]) -> None:
+        """A daemon config with a ``[redis.cluster]`` table of every node as a seed."""
+        write_config(path, streams, daemon=daemon)
+        seeds = ", ".join(f'"{seed}"' for seed in self.cluster.seeds())
+        path.write_text(f"[redis.cluster]\nnodes = [{seeds}]\n" + path.read_text())
+
+    # ------------------------------------------------------------ the worker
+
+    def launch(self, what: str, body: Callable[[], None], log: Callable[[str], None]) -> bool:
+        """Run one cluster fault in the worker thread; False if one is still in progress."""
+        if self.busy or self.closing.is_set():
+            return False
+        self.busy = True
+
+        def main() -> None:
+            try:
+                body()
+            except ClusterAborted:
+                return
+            except BaseException as exc:
+                self.failed = exc
+                log(f"cluster fault {what} failed: {exc}")
+                return  # busy stays set: the main loop ends the run
+            self.busy = False
+
+        self.worker = threading.Thread(target=main, name=f"chaos-{what}", daemon=True)
+        self.worker.start()
+        return True
+
+    def sleep(self, seconds: float) -> None:
+        if self.closing.wait(max(0.0, seconds)):
+            raise ClusterAborted
+
+    def until(self, check: Callable[[], T | None], timeout: float,
+              what: Callable[[], str]) -> T:
+        """Poll ``check`` until it returns something; a HarnessError at the deadline."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.closing.is_set():
+                raise ClusterAborted
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise HarnessError(f"timed out after {timeout:g}s waiting for {what()}")
+            self.closing.wait(0.1)
+
+    def wait_ok(self, timeout: float = CLUSTER_DEADLINE) -> None:
+        """cluster.wait_ok, but abortable; the error names the node and shows its log."""
+        def what() -> str:
+            problem = self.cluster.problem()
+            if problem is None:
+                return "the cluster to be ok (it is now)"
+            text = f"the cluster to be ok: {problem.text}"
+            if problem.node is not None:
+                text += (f"\n--- tail of {problem.node.log_path}:\n" + problem.node.log_tail())
+            return text
+
+        self.until(lambda: self.cluster.problem() is None, timeout, what)
+        self.cluster.wait_ok(5)  # the library's own verdict, now that it should hold at once
+
+    def owner(self, slot: int) -> LocalNode | None:
+        """The one primary every reachable node names for ``slot``; None while they differ.
+
+        SIGSTOPped nodes are not asked (they cannot answer)."""
+        owners = set()
+        for node in self.cluster.live():
+            if node in self.paused:
+                continue
+            seen = node.own_view()
+            if seen is None:
+                return None
+            owners.add(tuple(v.node_id for v in seen[1] if v.is_primary and v.serves(slot)))
+        if len(owners) != 1 or len(ids := owners.pop()) != 1:
+            return None
+        return next((n for n in self.cluster.nodes if n.node_id == ids[0]), None)
+
+    def wait_promoted(self, slot: int, victim: LocalNode) -> LocalNode:
+        """Until the nodes agree on a new primary, not ``victim``, for ``slot``."""
+        return self.until(lambda: (o := self.owner(slot)) is not None and o is not victim and o,
+                          CLUSTER_DEADLINE,
+                          lambda: f"a replica of {victim.address} to be promoted for slot {slot}: "
+                                  f"{self.cluster.problem()}")
+
+    # ------------------------------------------------------------ the faults
+
+    def primary_kill(self, stream: str, pause: float, log: Callable[[str], None]) -> None:
+        slot = key_slot(stream)
+        victim = self.cluster.node_for_slot(slot)
+        victim.kill()
+        killed = time.monotonic()
+        log(f"  SIGKILL primary {victim.address} pid {victim.pid} (slot {slot} of {stream})")
+        new = self.wait_promoted(slot, victim)
+        log(f"{new.address} promoted for slot {slot} {time.monotonic() - killed:.1f}s after the "
+            f"kill; restarting {victim.address} in {pause:.1f}s")
+        self.sleep(pause)
+        if self.closing.is_set():
+            raise ClusterAborted
+        victim.launch()
+        log(f"{victim.address} started again (pid {victim.pid}): same port and data dir")
+        self.until(lambda: (seen := victim.own_view()) is not None and not seen[0].is_primary,
+                   CLUSTER_DEADLINE, lambda: f"{victim.address} to rejoin as a replica")
+        self.wait_ok()
+        log(f"{victim.address} rejoined as a replica; cluster ok "
+            f"({time.monotonic() - killed:.1f}s after the kill)")
+
+    def primary_stop(self, stream: str, pause: float, long: bool,
+                     log: Callable[[str], None]) -> None:
+        slot = key_slot(stream)
+        victim = self.cluster.node_for_slot(slot)
+        os.kill(victim.pid, signal.SIGSTOP)
+        self.paused.add(victim)
+        stopped = time.monotonic()
+        log(f"  SIGSTOP primary {victim.address} pid {victim.pid} (slot {slot} of {stream})")
+        try:
+            if long:
+                new = self.wait_promoted(slot, victim)
+                log(f"{new.address} promoted for slot {slot} {time.monotonic() - stopped:.1f}s "
+                    f"after SIGSTOP; SIGCONT {victim.address} in {pause:.1f}s")
+            self.sleep(pause)
+        finally:
+            os.kill(victim.pid, signal.SIGCONT)
+            self.paused.discard(victim)
+        log(f"SIGCONT {victim.address} pid {victim.pid} after {time.monotonic() - stopped:.1f}s")
+        if long:
+            self.until(lambda: (seen := victim.own_view()) is not None and not seen[0].is_primary,
+                       CLUSTER_DEADLINE, lambda: f"{victim.address} to be demoted after SIGCONT")
+            log(f"{victim.address} demoted to a replica")
+        self.wait_ok()
+        owner = self.cluster.node_for_slot(slot)
+        log(f"cluster ok; slot {slot} at {owner.address}"
+            + ("" if long or owner is victim else " (a failover happened after all)"))
+
+    def slot_migrate(self, stream: str, pause: float, which: int,
+                     log: Callable[[str], None]) -> None:
+        slot = key_slot(stream)
+        source = self.cluster.node_for_slot(slot)
+        others = sorted((n for n in self.cluster.primaries() if n is not source),
+                        key=lambda n: n.port)
+        target = others[which % len(others)]
+        log(f"  migrating slot {slot} of {stream} from {source.address} to {target.address}")
+        started = time.monotonic()
+        batches = 0
+
+        def between() -> None:
+            nonlocal batches
+            batches += 1
+            self.sleep(pause)
+
+        migrate_slot(self.cluster, slot, target, keys_batch=1, pause=between, timeout=30)
+        self.wait_ok()
+        log(f"slot {slot} of {stream} now at {target.address} ({batches} key(s) moved, "
+            f"{time.monotonic() - started:.1f}s); cluster ok")
+
+    # ------------------------------------------------------------ the end
+
+    def restore(self, log: Callable[[str], None]) -> None:
+        """The fault in progress finishes (deadline), anything left paused or down is
+        resumed or started, and the cluster must be ok again (deadline)."""
+        deadline = time.monotonic() + 3 * CLUSTER_DEADLINE
+        while self.worker is not None and self.worker.is_alive():
+            if time.monotonic() > deadline:
+                raise HarnessError("the last cluster fault did not finish in time")
+            self.worker.join(0.2)
+        if self.failed is not None:
+            raise HarnessError(f"a cluster fault failed: {self.failed}")
+        for node in list(self.paused):
+            os.kill(node.pid, signal.SIGCONT)
+            self.paused.discard(node)
+            log(f"SIGCONT {node.address}")
+        for node in self.cluster.nodes:
+            if not node.alive:
+                node.launch()
+                log(f"started {node.address} again")
+        self.wait_ok()
+        log("cluster ok: " + ", ".join(f"{n.address} {n.role}" for n in self.cluster.nodes))
+
+    def stop(self) -> None:
+        """Every node we started stops, by its pid; a fault in progress is aborted first."""
+        self.closing.set()
+        if self.worker is not None:
+            self.worker.join(30)
+        if self._cluster is None:
+            return
+        for node in self._cluster.nodes:
+            if node.alive:
+                with contextlib.suppress(OSError):
+                    os.kill(node.pid, signal.SIGCONT)
+        self._cluster.stop()
+
+
+Target = Standalone | SentinelTarget | ClusterTarget
 
 
 # --------------------------------------------------------------------------- producer
@@ -338,6 +623,105 @@ class Producer:
             ledger.close()
 
 
+class ClusterProducer(Producer):
+    """The producer under ``--cluster``: edged.publish on a cluster client made by
+    edged.connect.client.make_client from the seeds, with ``wait_replicas=1`` (XADD and WAIT
+    on one connection to the stream's own primary).
+
+    ``layout`` is the logical streams with their shard counts. A sharded one is published to
+    with ``publish_sharded`` and a key (``dev-<seq mod 97>``), so the physical shard is known
+    before the publish (``shard_for_key``) and recorded in both ledger lists: an acknowledged
+    ``"<shard> <id> <seq>"`` (the shard publish_sharded returned, which must be that one), an
+    unacknowledged ``"<shard> <id or -> <seq> <why>"``. Handlers record the shard too
+    (``Event.stream``), so the checker matches physical streams throughout.
+    """
+
+    def __init__(self, seeds: list[str], ledger_url: str, layout: list[tuple[str, int]],
+                 seed: int, interval: float) -> None:
+        super().__init__(_no_connect, ledger_url, [name for name, _ in layout], seed, True,
+                         interval)
+        self.seeds = seeds
+        self.layout = layout
+        self.errors: Counter[str] = Counter()  # why publishes were not acknowledged
+
+    def _main(self) -> None:
+        try:
+            anyio.run(self._amain)
+        except BaseException as exc:
+            self.crashed = exc
+
+    def _target(self, seq: int) -> tuple[str, int, str, str | None]:
+        """(logical stream, shards, physical stream, key) of publish number ``seq``."""
+        name, shards = self.layout[seq % len(self.layout)]
+        if shards == 1:
+            return name, 1, name, None
+        key = f"dev-{seq % 97}"
+        return name, shards, shard_names(name, shards)[shard_for_key(key, shards)], key
+
+    async def _publish_one(self, client: Any, seq: int) -> tuple[str, str]:
+        from edged.publish import publish, publish_sharded
+
+        name, shards, physical, key = self._target(seq)
+        body = self._body(seq).encode()
+        with anyio.fail_after(PUBLISH_DEADLINE):
+            if shards == 1:
+                ids = await publish(client, name, [body], wait_replicas=1,
+                                    wait_timeout=WAIT_TIMEOUT_MS / 1000)
+                return physical, ids[0]
+            out = await publish_sharded(client, name, shards, [body], key=key, wait_replicas=1,
+                                        wait_timeout=WAIT_TIMEOUT_MS / 1000)
+        if out[0].stream != physical:
+            raise HarnessError(f"publish_sharded put key {key!r} in {out[0].stream}, "
+                               f"not in {physical} (shard_for_key)")
+        return out[0].stream, out[0].id
+
+    async def _amain(self) -> None:
+        from edged.config import ClusterConfig, RedisConfig
+        from edged.connect.client import make_client
+        from edged.errors import EdgedError
+        from edged.publish import NotReplicated
+
+        # What a publish whose outcome is unknown raises: refused, reset, timed out (also the
+        # deadline's TimeoutError), no node for the slot, redirected too often. Anything else
+        # is a bug of the harness and ends the run.
+        unknown_outcome = (*REDIS_ERRORS, EdgedError, OSError, TimeoutError)
+
+        ledger = redis.Redis.from_url(self.ledger_url, socket_timeout=10)
+        client: Any = make_client(RedisConfig(cluster=ClusterConfig(nodes=self.seeds)),
+                                  socket_timeout=2.0)
+        try:
+            for seq in itertools.count(1):
+                if self._stop.is_set():
+                    break
+                physical = self._target(seq)[2]
+                try:
+                    stream, entry_id = await self._publish_one(client, seq)
+                except NotReplicated as exc:  # on the primary, no replica had it in time
+                    self.errors[type(exc).__name__] += 1
+                    entry = exc.ids[-1] if exc.ids else "-"
+                    ledger.rpush(UNACKED_KEY, f"{physical} {entry} {seq} not-replicated")
+                    self.unacked += 1
+                    await anyio.sleep(0.1)  # pacing: the primary has no replica right now
+                    continue
+                except unknown_outcome as exc:
+                    self.errors[type(exc).__name__] += 1
+                    ledger.rpush(UNACKED_KEY, f"{physical} - {seq} {type(exc).__name__}")
+                    self.unacked += 1
+                    await anyio.sleep(0.1)  # pacing: the primary is away
+                    continue
+                ledger.rpush(PUBLISHED_KEY, f"{stream} {entry_id} {seq}")
+                self.acked += 1
+                await anyio.sleep(self.interval)  # pacing
+        finally:
+            with contextlib.suppress(Exception):
+                await client.aclose()
+            ledger.close()
+
+
+def _no_connect() -> redis.Redis:
+    raise HarnessError("the cluster producer makes its own client")
+
+
 # --------------------------------------------------------------------------- daemons
 
 
@@ -358,9 +742,11 @@ class Options:
     seed: int
     duration: float
     sentinel: bool = False
+    cluster: bool = False
     workdir: Path | None = None
     inject_loss: int = 0
     streams: int = 3
+    shards: int = CLUSTER_SHARDS  # --cluster: shards of the logical stream chaos:s0
     interval: float = 0.025
     settle_timeout: float = 90.0
     summary_json: Path | None = None
@@ -385,8 +771,13 @@ class History:
             self.workdir = Path(tempfile.mkdtemp(prefix="edged-chaos-"))
         (self.workdir / "logs").mkdir(exist_ok=True)
         (self.workdir / "conf").mkdir(exist_ok=True)
-        self.streams = [f"chaos:s{i}" for i in range(opts.streams)]
-        self.target: Target = (SentinelTarget(self.workdir) if opts.sentinel
+        # The logical streams and their shard counts (--cluster: chaos:s0 is sharded), and
+        # the physical streams, which is what the groups, the ledger and the checker see.
+        self.layout = [(f"chaos:s{i}", opts.shards if opts.cluster and i == 0 else 1)
+                       for i in range(opts.streams)]
+        self.streams = [p for name, n in self.layout for p in shard_names(name, n)]
+        self.target: Target = (ClusterTarget(self.workdir) if opts.cluster
+                               else SentinelTarget(self.workdir) if opts.sentinel
                                else Standalone(self.workdir))
         self.ledger = Server(port=free_port(), data_dir=self.workdir / "ledger")
         self.ledger_client: redis.Redis | None = None
@@ -400,6 +791,8 @@ class History:
         self.t0 = time.monotonic()
         self.injected = 0
         self.inject_at = opts.duration * 0.4
+        self.played: Counter[str] = Counter()  # faults played, by kind
+        self.skipped: Counter[str] = Counter()  # faults skipped (their target was not back yet)
 
     # ------------------------------------------------------------------ output
 
@@ -426,13 +819,20 @@ class History:
                 raise HarnessError(f"daemon {slot.name} did not get ready: {exc}") from None
         self.log(f"{DAEMONS} daemons ready on {len(self.streams)} streams: "
                  + ", ".join(s.name for s in self.slots))
+        if self.opts.cluster:
+            for name, n in self.layout:
+                where = ", ".join(f"{p} (slot {key_slot(p)})" for p in shard_names(name, n))
+                self.log(f"stream {name}" + (f", {n} shards: " if n > 1 else ": ") + where)
 
-    def stream_config(self, stream: str) -> dict[str, Any]:
-        return {
+    def stream_config(self, stream: str, shards: int = 1) -> dict[str, Any]:
+        cfg: dict[str, Any] = {
             "stream": stream, "group": GROUP, "handler": HANDLER, "start-id": "0",
             "concurrency": 8, "claim-idle": CLAIM_IDLE, "claim-interval": CLAIM_INTERVAL,
             "max-deliveries": MAX_DELIVERIES, "retry-backoff": "100ms",
         }
+        if shards > 1:
+            cfg["shards"] = shards  # one concurrency budget over all the shards
+        return cfg
 
     def spawn(self, slot: Slot, name: str) -> None:
         slot.instance += 1
@@ -440,7 +840,7 @@ class History:
         path = self.workdir / "conf" / f"{name}.toml"
         daemon = {"consumer": name, "shutdown-grace": f"{SHUTDOWN_GRACE:g}s",
                   "heartbeat-interval": "1s", "consumer-expiry": "10s", "listen": ""}
-        self.target.write_config(path, [self.stream_config(s) for s in self.streams], daemon)
+        self.target.write_config(path, [self.stream_config(s, n) for s, n in self.layout], daemon)
         env = test_env(EDGED_CHAOS_LEDGER=self.ledger.url, EDGED_CHAOS_CONSUMER=name)
         log_path = self.workdir / "logs" / f"slot{slot.index}.{slot.instance}.{name}.log"
         slot.proc = DaemonProcess(path, None, log_path, env=env)
@@ -484,20 +884,23 @@ class History:
     def apply(self, fault: Fault) -> None:
         self.log(f"fault {fault.kind}: {fault.describe()}")
         if fault.kind.startswith("daemon"):
-            self.daemon_fault(fault)
+            played = self.daemon_fault(fault)
         elif isinstance(self.target, Standalone):
-            self.server_fault(self.target, fault)
+            played = self.server_fault(self.target, fault)
+        elif isinstance(self.target, ClusterTarget):
+            played = self.cluster_fault(self.target, fault)
         else:
-            self.sentinel_fault(self.target, fault)
+            played = self.sentinel_fault(self.target, fault)
+        (self.played if played else self.skipped)[fault.kind] += 1
 
-    def daemon_fault(self, fault: Fault) -> None:
+    def daemon_fault(self, fault: Fault) -> bool:
         # The planned slot, else the next running one (a paused or restarting daemon is not
         # faulted again until it is back).
         order = [self.slots[(fault.slot + i) % DAEMONS] for i in range(DAEMONS)]
         slot = next((s for s in order if s.state == "running" and s.proc is not None), None)
         if slot is None or slot.proc is None:
             self.log("  skipped: no daemon is running")
-            return
+            return False
         if slot.index != fault.slot:
             self.log(f"  slot {fault.slot} is {self.slots[fault.slot].state}: "
                      f"slot {slot.index} instead")
@@ -514,7 +917,7 @@ class History:
                     self.log(f"SIGCONT {slot.name} pid {proc.pid}")
 
             self.later(fault.pause, "SIGCONT", resume)
-            return
+            return True
         if fault.kind == "daemon-kill":
             slot.state = "down"
             proc.proc.kill()
@@ -526,6 +929,7 @@ class History:
             proc.signal(signal.SIGTERM)
             self.log(f"  SIGTERM {slot.name} pid {proc.pid}")
         self.later(fault.pause, "restart", lambda: self.restart(slot, proc, fault.same_name))
+        return True
 
     def restart(self, slot: Slot, proc: DaemonProcess, same_name: bool) -> None:
         if slot.proc is not proc:
@@ -551,10 +955,10 @@ class History:
         self.spawn(slot, name)
         self.log(f"restarted slot {slot.index} as {name} (pid {slot.proc.pid if slot.proc else '?'})")
 
-    def server_fault(self, target: Standalone, fault: Fault) -> None:
+    def server_fault(self, target: Standalone, fault: Fault) -> bool:
         if target.busy:
             self.log("  skipped: the server is already down")
-            return
+            return False
         srv = target.server
         target.busy = True
         if fault.kind == "server-kill":
@@ -572,12 +976,13 @@ class History:
                      f"(pid {target.server.pid})")
 
         self.later(fault.pause, "server start", start_again)
+        return True
 
-    def sentinel_fault(self, target: SentinelTarget, fault: Fault) -> None:
+    def sentinel_fault(self, target: SentinelTarget, fault: Fault) -> bool:
         cluster = target.cluster
         if target.busy or cluster.healthy() is None:
             self.log("  skipped: the cluster is not healthy yet")
-            return
+            return False
         old = cluster.primary()
         target.busy = True
         if fault.kind == "primary-stop":
@@ -591,7 +996,7 @@ class History:
                          f"{cluster.primary_port()} the primary")
 
             self.later(fault.pause, "SIGCONT", resume)
-            return
+            return True
         old.kill()
         killed_at = time.monotonic()
         self.log(f"  SIGKILL primary pid {old.pid} (port {old.port})")
@@ -616,6 +1021,26 @@ class History:
             self.later(fault.pause, "restart as replica", restart)
 
         self.later(0.5, "rejoin", rejoin)
+        return True
+
+    def cluster_fault(self, target: ClusterTarget, fault: Fault) -> bool:
+        """Start a cluster fault in the worker thread, unless the last one is still going on
+        (or the cluster is not ok again yet): then it is skipped, as under Sentinel."""
+        if target.busy:
+            self.log("  skipped: the last cluster fault is still in progress")
+            return False
+        if (problem := target.cluster.problem()) is not None:
+            self.log(f"  skipped: the cluster is not ok: {problem.text}")
+            return False
+        stream = self.streams[int(fault.pick * len(self.streams))]
+        bodies: dict[str, Callable[[], None]] = {
+            "primary-kill": lambda: target.primary_kill(stream, fault.pause, self.log),
+            "primary-stop": lambda: target.primary_stop(stream, fault.pause, False, self.log),
+            "primary-stop-long": lambda: target.primary_stop(stream, fault.pause, True, self.log),
+            "slot-migrate": lambda: target.slot_migrate(stream, fault.pause, int(fault.same_name),
+                                                        self.log),
+        }
+        return target.launch(fault.kind, bodies[fault.kind], self.log)
 
     # ------------------------------------------------------------------ injected loss
 
@@ -623,6 +1048,8 @@ class History:
         """XREADGROUP entries never delivered to edged with a foreign consumer and XACK them
         without running the handler; counts only entries whose publish was acknowledged."""
         assert self.ledger_client is not None
+        if isinstance(self.target, ClusterTarget):
+            return self.steal_on_cluster(n)
         client = self.target.client()
         stolen = 0
         deadline = time.monotonic() + 30
@@ -638,18 +1065,64 @@ class History:
                         client.xack(stream, GROUP, entry_id)
                         if self.opts.sentinel:
                             client.execute_command("WAIT", 1, 2000)
-                        seq = json.loads(fields[PAYLOAD_FIELD.encode()])["seq"]
-                        key = f"{stream} {entry_id} {seq}"
-                        if self.acknowledged(key):
-                            self.ledger_client.rpush(INJECTED_KEY, key)
-                            stolen += 1
-                            self.log(f"injected loss {stolen}/{n}: XACKed {key} as {THIEF}")
-                        else:
-                            self.log(f"stole {key}, but its publish was not acknowledged: "
-                                     f"not counted")
+                        stolen += self.count_stolen(stream, entry_id, fields, stolen, n)
         finally:
             client.close()
         return stolen
+
+    def count_stolen(self, stream: str, entry_id: str, fields: dict[bytes, bytes], stolen: int,
+                     n: int) -> int:
+        """1 if the entry just XACKed behind edged's back counts as an injected loss."""
+        assert self.ledger_client is not None
+        seq = json.loads(fields[PAYLOAD_FIELD.encode()])["seq"]
+        key = f"{stream} {entry_id} {seq}"
+        if self.acknowledged(key):
+            self.ledger_client.rpush(INJECTED_KEY, key)
+            self.log(f"injected loss {stolen + 1}/{n}: XACKed {key} as {THIEF}")
+            return 1
+        self.log(f"stole {key}, but its publish was not acknowledged: not counted")
+        return 0
+
+    def steal_on_cluster(self, n: int) -> int:
+        """``steal`` on a cluster: one physical stream at a time (one slot per command), on a
+        connection to the stream's own primary, where the XACK is followed by WAIT 1 on the
+        same connection (a pipeline); an XACK no replica confirmed is not counted."""
+        rc = self.target.client()
+        stolen = 0
+        deadline = time.monotonic() + 30
+        try:
+            while stolen < n and time.monotonic() < deadline:
+                for stream in self.streams:
+                    if stolen >= n:
+                        break
+                    try:
+                        stolen += self.steal_one(rc, stream, stolen, n)
+                    except REDIS_ERRORS as exc:  # MOVED after a migration, a node away
+                        self.log(f"stealing from {stream}: {type(exc).__name__}: {exc}")
+                        with contextlib.suppress(Exception):
+                            rc.nodes_manager.initialize()
+        finally:
+            rc.close()
+        return stolen
+
+    def steal_one(self, rc: Any, stream: str, stolen: int, n: int) -> int:
+        owner = rc.get_node_from_key(stream)
+        with redis.Redis(host=owner.host, port=owner.port, socket_timeout=5,
+                         socket_connect_timeout=2, retry=Retry(NoBackoff(), 0)) as node:
+            reply: Any = node.xreadgroup(GROUP, THIEF, {stream: ">"}, count=1, block=100)
+            for _, entries in reply or []:
+                for raw_id, fields in entries:
+                    entry_id = raw_id.decode()
+                    pipe = node.pipeline(transaction=False)
+                    pipe.xack(stream, GROUP, entry_id)
+                    pipe.execute_command("WAIT", 1, 2000)
+                    replies: Any = pipe.execute()
+                    if int(replies[1]) < 1:
+                        self.log(f"stole {stream} {entry_id}, but no replica confirmed the "
+                                 f"XACK: not counted")
+                        continue
+                    return self.count_stolen(stream, entry_id, fields, stolen, n)
+        return 0
 
     def acknowledged(self, key: str) -> bool:
         """Wait until the producer has recorded the publish of ``key`` either way."""
@@ -671,22 +1144,31 @@ class History:
     # ------------------------------------------------------------------ the run
 
     def run(self) -> Report:
-        self.log(f"seed {self.opts.seed}, duration {self.opts.duration:g}s, "
-                 f"{'sentinel' if self.opts.sentinel else 'standalone'}, server "
+        mode = "cluster" if self.opts.cluster else "sentinel" if self.opts.sentinel else "standalone"
+        self.log(f"seed {self.opts.seed}, duration {self.opts.duration:g}s, {mode}, server "
                  f"{server_binary()}, workdir {self.workdir}")
         self.setup()
-        faults = plan(self.opts.seed, self.opts.duration, self.opts.sentinel)
-        self.log(f"{len(faults)} faults planned")
-        self.producer = Producer(self.target.producer_client, self.ledger.url, self.streams,
-                                 self.opts.seed, self.opts.sentinel, self.opts.interval)
+        faults = plan(self.opts.seed, self.opts.duration, self.opts.sentinel, self.opts.cluster)
+        self.log(f"{len(faults)} faults planned: " + ", ".join(
+            f"{k} {v}" for k, v in sorted(Counter(f.kind for f in faults).items())))
+        if isinstance(self.target, ClusterTarget):
+            self.producer = ClusterProducer(self.target.cluster.seeds(), self.ledger.url,
+                                            self.layout, self.opts.seed, self.opts.interval)
+        else:
+            self.producer = Producer(self.target.producer_client, self.ledger.url, self.streams,
+                                     self.opts.seed, self.opts.sentinel, self.opts.interval)
         self.producer.start()
         self.t0 = time.monotonic()  # fault times count from the first publish
         self.log("producer started; fault clock starts now")
         self.play(faults)
         self.restore()
         self.producer.stop()
+        why = (" (" + ", ".join(f"{k} {v}" for k, v in self.producer.errors.most_common()) + ")"
+               if isinstance(self.producer, ClusterProducer) and self.producer.errors else "")
         self.log(f"producer stopped: {self.producer.acked} acknowledged, "
-                 f"{self.producer.unacked} not acknowledged")
+                 f"{self.producer.unacked} not acknowledged{why}")
+        if self.producer.acked == 0:
+            raise HarnessError("no publish was acknowledged: the history would prove nothing")
         self.settle()
         self.stop_daemons()
         return self.judge()
@@ -699,6 +1181,8 @@ class History:
             self.run_due()
             if self.producer is not None and self.producer.crashed is not None:
                 raise HarnessError(f"the producer crashed: {self.producer.crashed!r}")
+            if isinstance(self.target, ClusterTarget) and self.target.failed is not None:
+                raise HarnessError(f"a cluster fault failed: {self.target.failed}")
             while pending and self.elapsed() >= pending[0].at:
                 self.apply(pending.pop(0))
             if (self.injected < self.opts.inject_loss and self.elapsed() >= self.inject_at
@@ -722,6 +1206,8 @@ class History:
                 self.target.cluster.wait_healthy(60)
             except AssertionError as exc:
                 self.problems.append(f"the sentinel cluster did not heal: {exc}")
+        if isinstance(self.target, ClusterTarget):
+            self.target.restore(self.log)  # a cluster that does not heal ends the run (exit 2)
         if self.injected < self.opts.inject_loss:
             self.injected += self.steal(self.opts.inject_loss - self.injected)
             if self.injected < self.opts.inject_loss:
@@ -733,7 +1219,7 @@ class History:
         """(pending, undelivered, pending sample) over every stream; None if unknown."""
         try:
             client = self.target.client()
-        except redis.RedisError:
+        except REDIS_ERRORS:
             return None
         pending = undelivered = 0
         sample: list[str] = []
@@ -755,7 +1241,7 @@ class History:
                     for row in rows:
                         sample.append(f"{stream} {row['message_id'].decode()} "
                                       f"{row['consumer'].decode()} x{row['times_delivered']}")
-        except redis.RedisError:
+        except REDIS_ERRORS:
             return None
         finally:
             client.close()
@@ -807,10 +1293,13 @@ class History:
             slot.state = "down"
         self.log("daemons stopped")
 
-    def dead_letters(self, client: redis.Redis) -> list[DeadLetter]:
+    def dead_letters(self, client: Any) -> list[DeadLetter]:
         out = []
-        for stream in self.streams:
-            entries: Any = client.xrange(f"{stream}:dead")
+        names = dict.fromkeys(dead for name, n in self.layout
+                              for dead in dead_letter_names(name, n, None, self.opts.cluster))
+        for dead_stream in names:
+            stream = dead_stream.removesuffix(":dead").strip("{}")
+            entries: Any = client.xrange(dead_stream)
             for _, raw in entries:
                 fields = {k.decode(errors="replace"): v for k, v in raw.items()}
                 try:
@@ -851,6 +1340,9 @@ class History:
             pending_sample=state[2],
             self_exits=self.self_exits,
             problems=self.problems,
+            faults_played=dict(self.played),
+            faults_skipped=dict(self.skipped),
+            logical={p: name for name, n in self.layout for p in shard_names(name, n)},
         )
 
     # ------------------------------------------------------------------ teardown
@@ -893,14 +1385,22 @@ def parse_args(argv: list[str] | None) -> Options:
                     "check of the history. Exit 0 only if it is clean.")
     p.add_argument("--seed", type=int, default=None, help="fault plan seed (default: random)")
     p.add_argument("--duration", type=float, default=120, help="seconds of faults (default 120)")
-    p.add_argument("--sentinel", action="store_true",
-                   help="primary + replica + 3 sentinels instead of one AOF server")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--sentinel", action="store_true",
+                      help="primary + replica + 3 sentinels instead of one AOF server")
+    mode.add_argument("--cluster", action="store_true",
+                      help="a Redis Cluster of 3 primaries and 3 replicas instead of one AOF "
+                           "server; stream chaos:s0 is sharded (--shards)")
     p.add_argument("--workdir", type=Path, default=None,
                    help="where logs and data go (kept); default a temporary directory, "
                         "removed after a clean run")
     p.add_argument("--inject-loss", type=int, default=0, metavar="N",
                    help="XACK N entries behind edged's back, to prove the checker sees a loss")
-    p.add_argument("--streams", type=int, default=3, choices=(1, 2, 3, 4))
+    p.add_argument("--streams", type=int, default=3, choices=(1, 2, 3, 4),
+                   help="logical streams (default 3; --cluster needs 2 or more: one sharded)")
+    p.add_argument("--shards", type=int, default=CLUSTER_SHARDS,
+                   help=f"--cluster: shards of the logical stream chaos:s0 (default "
+                        f"{CLUSTER_SHARDS})")
     p.add_argument("--interval", type=float, default=0.025,
                    help="seconds between publishes (default 0.025)")
     p.add_argument("--settle-timeout", type=float, default=90.0,
@@ -908,10 +1408,15 @@ def parse_args(argv: list[str] | None) -> Options:
     p.add_argument("--summary-json", type=Path, default=None,
                    help="also write the figures as JSON to this file")
     a = p.parse_args(argv)
+    if a.cluster and a.streams < 2:
+        p.error("--cluster needs --streams 2 or more: a sharded stream and an unsharded one")
+    if a.cluster and not 2 <= a.shards <= 1024:
+        p.error("--shards must be between 2 and 1024")
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1, 1_000_000)
-    return Options(seed=seed, duration=a.duration, sentinel=a.sentinel, workdir=a.workdir,
-                   inject_loss=a.inject_loss, streams=a.streams, interval=a.interval,
-                   settle_timeout=a.settle_timeout, summary_json=a.summary_json)
+    return Options(seed=seed, duration=a.duration, sentinel=a.sentinel, cluster=a.cluster,
+                   workdir=a.workdir, inject_loss=a.inject_loss, streams=a.streams,
+                   shards=a.shards, interval=a.interval, settle_timeout=a.settle_timeout,
+                   summary_json=a.summary_json)
 
 
 def _terminated(signum: int, frame: Any) -> None:
@@ -922,6 +1427,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     print(f"chaos: seed {opts.seed} (replay: python -m tests.chaos --seed {opts.seed} "
           f"--duration {opts.duration:g}{' --sentinel' if opts.sentinel else ''}"
+          f"{' --cluster' if opts.cluster else ''}"
+          f"{f' --shards {opts.shards}' if opts.cluster and opts.shards != CLUSTER_SHARDS else ''}"
           f"{f' --inject-loss {opts.inject_loss}' if opts.inject_loss else ''})", flush=True)
     # Ctrl-C and SIGTERM both end the run through the finally below (also when started in
     # the background, where SIGINT would otherwise be ignored).
