@@ -21,11 +21,16 @@ DAEMON = (
     " +eval +evalsha +script|load +multi +exec +xrevrange +xdel"
     # heartbeat record and last-seen hash, from the heartbeat scripts
     " +hset +hget +hgetall +del +pexpire +exists +time"
+    # retention: the trim lease (SET NX PX, GET, PEXPIRE) and the trim script
+    " +set +get +xtrim +xlen +xrange"
 )
 
 INSPECT = (
     f"-@all {_CONNECT} +info +time +scan +type +xinfo|groups +xinfo|consumers +xinfo|stream +xpending"
     " +xlen +xrange +xrevrange +hgetall +hget +hscan"
+    # the retention probe of `edged groups` and `edged trim --dry-run`: the trim script run
+    # read-only (a write in it would fail)
+    " +eval_ro +evalsha_ro"
 )
 
 OPERATE = (

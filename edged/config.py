@@ -73,6 +73,8 @@ ClaimIdle = Annotated[Duration, _span("100ms", str(MAX_CLAIM_IDLE))]
 ClaimInterval = Annotated[Duration, _span("100ms", "1h")]
 RetryBackoff = Annotated[Duration, _span("10ms", "1h")]
 RetryBackoffMax = Annotated[Duration, _span("10ms", "1d")]
+Retention = Annotated[Duration, _span("1m", "3650d")]
+TrimInterval = Annotated[Duration, _span("100ms", "1h")]
 
 
 class FieldError(ValueError):
@@ -95,8 +97,8 @@ def config_error(source: str, path: str, reason: str) -> ConfigError:
 def _check_durations(struct: msgspec.Struct) -> None:
     """Every bounded duration of ``struct`` is within its bounds, or FieldError."""
     for attr, key, (low, high, span) in _duration_bounds(type(struct)):
-        value: Duration = getattr(struct, attr)
-        if not low.seconds <= value.seconds <= high.seconds:
+        value: Duration | None = getattr(struct, attr)
+        if value is not None and not low.seconds <= value.seconds <= high.seconds:
             raise FieldError(key, f'"{value}" is out of range: {key} must be from {span}')
 
 
@@ -107,7 +109,10 @@ def _duration_bounds(cls: type) -> tuple[tuple[str, str, tuple[Duration, Duratio
     assert isinstance(info, mi.StructType)
     found = []
     for f in info.fields:
-        extra = f.type.extra if isinstance(f.type, mi.Metadata) else None
+        t = f.type
+        if isinstance(t, mi.UnionType):  # an optional duration: its bounds are on the member
+            t = next((m for m in t.types if isinstance(m, mi.Metadata)), t)
+        extra = t.extra if isinstance(t, mi.Metadata) else None
         if extra and "bounds" in extra:
             found.append((f.name, f.encode_name, extra["bounds"]))
     return tuple(found)
@@ -473,6 +478,28 @@ class StreamConfig(_Section, frozen=True):
         if self.dead_letter_stream == self.stream:
             raise FieldError("dead-letter", f"{self.stream!r} is the stream itself: a rejected entry "
                              "would be delivered again, forever")
+
+    retention: Retention | None = None
+    """Trim entries older than this (by the time in their id) once every consumer group of the
+    stream is done with them: an entry a group has not read yet, or still has pending, is never
+    trimmed (see "Retention" in README.md). Not set: never trimmed by age."""
+    max_len: PositiveInt | None = None
+    """Trim all but the newest this many entries, under the same rule as ``retention`` (with
+    both, whichever trims more). Not set: never trimmed by length."""
+    dead_letter_retention: Retention | None = None
+    """Trim dead-letter entries older than this. A dead-letter stream has no consumer group of
+    edged's: plain retention (a group someone created on it is still respected)."""
+    dead_letter_max_len: PositiveInt | None = None
+    """Keep at most this many entries in the dead-letter stream (the newest)."""
+    trim_interval: TrimInterval = Duration(30)
+    """How often the daemon holding the stream's trim lease trims it (when ``retention`` or
+    ``max-len``, or their dead-letter twins, are set); one daemon of the fleet trims each stream."""
+
+    @property
+    def trims(self) -> bool:
+        """Retention or a length limit is set for the stream or its dead-letter stream."""
+        return (self.retention is not None or self.max_len is not None
+                or self.dead_letter_retention is not None or self.dead_letter_max_len is not None)
 
     @property
     def dead_letter_stream(self) -> str:

@@ -28,6 +28,11 @@ def seen_key(prefix: str) -> str:
     return f"{prefix}seen"
 
 
+def trim_lease_key(prefix: str, stream: str) -> str:
+    """The lease (SET NX PX, value the consumer name) of the one daemon that trims ``stream``."""
+    return f"{prefix}trim:{stream}"
+
+
 def default_dead_letter(stream: str) -> str:
     """The dead-letter stream of ``stream`` when the config names none."""
     return f"{stream}:dead"

@@ -7,6 +7,7 @@ configured. Names come from naming.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import msgspec
 
@@ -52,3 +53,47 @@ def physical_streams(config: Config) -> list[Physical]:
     """Every physical stream of the config, in config order, shards in index order."""
     cluster = is_cluster(config)
     return [p for s in config.streams for p in expand(s, cluster)]
+
+
+@dataclass(frozen=True)
+class TrimTarget:
+    """One physical stream edged trims (lua/trim.lua), or the dead-letter stream of one."""
+
+    stream: str
+    group: str
+    """The group edged reads it with; for a dead-letter stream, the group of its source."""
+    logical: str
+    """The ``[[streams]]`` stream it belongs to."""
+    retention_ms: int
+    """0: no retention."""
+    max_len: int
+    """0: no length limit."""
+    dead_letter: bool
+    """A dead-letter stream: plain retention when it has no group (no_group ``free``)."""
+    interval: float
+    """Seconds between two trims."""
+
+    @property
+    def no_group(self) -> Literal["hold", "free"]:
+        return "free" if self.dead_letter else "hold"
+
+
+def trim_targets(config: Config) -> list[TrimTarget]:
+    """Every stream with retention or a length limit: physical streams, then their dead-letter
+    streams (once each: shards may share one)."""
+    found: dict[str, TrimTarget] = {}
+    for p in physical_streams(config):
+        s = p.cfg
+        interval = s.trim_interval.seconds
+        if s.retention is not None or s.max_len is not None:
+            found.setdefault(s.stream, TrimTarget(
+                s.stream, s.group, p.logical, s.retention.ms if s.retention else 0,
+                s.max_len or 0, False, interval))
+    for p in physical_streams(config):
+        s = p.cfg
+        if s.dead_letter_retention is not None or s.dead_letter_max_len is not None:
+            found.setdefault(s.dead_letter_stream, TrimTarget(
+                s.dead_letter_stream, s.group, p.logical,
+                s.dead_letter_retention.ms if s.dead_letter_retention else 0,
+                s.dead_letter_max_len or 0, True, interval))
+    return list(found.values())

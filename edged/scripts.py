@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
@@ -15,6 +16,9 @@ from edged.replies import pairs, text, texts
 # A released entry looks idle this long, so any peer's XAUTOCLAIM takes it at once: the config
 # bounds claim-idle below it (config.MAX_CLAIM_IDLE).
 RELEASE_IDLE_MS = 86_400_000
+# max-len finds where to cut by walking the stream (lua/trim.lua): at most this many entries per
+# call, so one trim blocks the server for a fraction of a second; a larger backlog takes more calls.
+TRIM_WALK_LIMIT = 100_000
 
 
 async def add_then_check(client: Redis, key: str | bytes, fields: list[Any], check_source: str,
@@ -40,6 +44,39 @@ async def add_then_check(client: Redis, key: str | bytes, fields: list[Any], che
     return None if result is None else text(result)
 
 
+@dataclass(frozen=True)
+class TrimResult:
+    """What lua/trim.lua did (or would do) to one stream."""
+
+    stream: str
+    trimmed: int | None
+    """Entries trimmed (mode ``trim``); for ``dry``, counted by the caller; else None."""
+    first_id: str | None
+    """The oldest entry that goes (went), if any."""
+    last_id: str | None
+    """The newest entry that goes (went), if any."""
+    minid: str | None
+    """The XTRIM MINID point: every entry below it goes."""
+    floor: str | None
+    """The lowest id a consumer group still needs; None when no group needs any."""
+    holder: str | None
+    """The group whose floor that is; ``""`` for a stream with no group (held whole)."""
+    blocked: bool
+    """The rule wants entries the floor keeps."""
+    held_id: str | None
+    """The oldest entry the floor keeps that the rule wants gone."""
+    past_seconds: float
+    """How far past retention that entry is (max-len alone: its age); 0 when not blocked."""
+    groups: int
+    length: int
+    """The stream's length before trimming."""
+
+
+def _or_none(value: Any) -> str | None:
+    t = text(value)
+    return t or None
+
+
 class _Script:
     """A script sent by its SHA1 (EVALSHA), and by its source (EVAL) when the server answers
     NOSCRIPT: a restarted server, or a replica just promoted, has an empty script cache.
@@ -60,6 +97,14 @@ class _Script:
         except NoScriptError:
             return await self._client.eval(self._source, len(keys), *keys, *args)
 
+    async def read_only(self, keys: list[Any], args: list[Any]) -> Any:
+        """EVALSHA_RO / EVAL_RO: the server refuses any write the script would make (and a
+        read-only ACL user may run it)."""
+        try:
+            return await self._client.evalsha_ro(self._sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._client.eval_ro(self._source, len(keys), *keys, *args)
+
 
 class Scripts:
     """The scripts of one client, each sent by SHA1 and by source after NOSCRIPT (_Script)."""
@@ -73,6 +118,7 @@ class Scripts:
         self._heartbeat = _Script(client, source("heartbeat"))
         self._heartbeat_end = _Script(client, source("heartbeat_end"))
         self._delete_consumer = _Script(client, source("delete_consumer"))
+        self._trim = _Script(client, source("trim"))
 
     # The source travels with every pipelined ack (EVAL, not EVALSHA): a server that lost its
     # script cache (restart, failover, SCRIPT FLUSH) must not make the reader's ack fail while
@@ -165,3 +211,22 @@ class Scripts:
         was decided. Its liveness in the registry is the caller's to check first."""
         result = await self._delete_consumer(keys=[stream], args=[group, consumer, expiry_ms])
         return text(result)
+
+    async def trim(
+        self, stream: str, retention_ms: int, max_len: int,
+        mode: Literal["trim", "dry", "probe"] = "trim", no_group: Literal["hold", "free"] = "hold",
+        walk_limit: int = TRIM_WALK_LIMIT,
+    ) -> TrimResult:
+        """Trim ``stream`` by age and length below the floor of its groups (lua/trim.lua);
+        ``dry`` and ``probe`` trim nothing and only say where the trim would stop and why."""
+        args = [retention_ms, max_len, mode, no_group, walk_limit]
+        run = self._trim if mode == "trim" else self._trim.read_only
+        reply = await run(keys=[stream], args=args)
+        count, first, last, minid, floor, holder, blocked, held, past, groups, length = reply
+        return TrimResult(
+            stream=stream, trimmed=None if int(count) < 0 else int(count),
+            first_id=_or_none(first), last_id=_or_none(last), minid=_or_none(minid),
+            floor=_or_none(floor), holder=None if not floor else text(holder),
+            blocked=bool(int(blocked)), held_id=_or_none(held), past_seconds=int(past) / 1000,
+            groups=int(groups), length=int(length),
+        )

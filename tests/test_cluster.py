@@ -318,3 +318,33 @@ def test_daemon_started_before_its_cluster_waits_for_it(
                        redis=seeds)
     res = cli(bad, "config", "validate")
     assert res.returncode == 78 and "streams[0].dead-letter" in res.stderr, res.stderr
+
+
+def test_retention_trims_on_the_cluster(
+    cluster: LocalCluster, rc: RedisCluster, server: Server, tmp_path: Path,  # noqa: F811
+    spawned: list[DaemonProcess], r: redis.Redis,
+) -> None:
+    """A stream with retention 1m on the cluster: 20 entries with ids from 2 minutes ago and
+    5 new ones, all read and acked by the daemon's group.
+
+    Must hold: the trimmer (its lease under {edged}:) trims the 20 old entries and keeps the 5
+    new ones; `edged trim --dry-run` and `edged groups` answer on the cluster (the trim script
+    runs read-only in the stream's slot)."""
+    import time
+
+    stream = f"cl:{tmp_path.name[-6:]}:ret"
+    old_ms = int(time.time() * 1000) - 120_000
+    old = [rc.xadd(stream, {"payload": b"{}"}, id=f"{old_ms}-{i}") for i in range(20)]
+    cfgs = [stream_cfg(stream, retention="1m", **{"trim-interval": "200ms"})]
+    fleet = make_fleet(server, tmp_path, spawned, cluster)
+    d = fleet.start("a", cfgs)
+    d.wait_ready()
+    config = admin_config(tmp_path, cluster, cfgs)
+    new = cli(config, "publish", stream, "-", input='{"n": 1}\n' * 5).stdout.split()
+    wait_for(lambda: len(handled(r, stream)) == 25, what=lambda: f"25 handled\n{d.output()}")
+    wait_for(lambda: [e.decode() for e, _ in rc.xrange(stream)] == new,
+             what=lambda: f"old entries trimmed: {rc.xlen(stream)} left\n{d.output()}")
+    assert not set(old) & {e for e, _ in rc.xrange(stream)}
+    for command in (["trim", stream, "--dry-run", "--json"], ["groups", "--json"]):
+        res = cli(config, *command)
+        assert res.returncode == 0 and "CROSSSLOT" not in res.stderr, (command, res.stderr)

@@ -8,6 +8,9 @@ Group verdicts, most severe first (``verdict`` is the first that applies; ``verd
 - ``STALLED``: lag > 0 in both samples and neither the last-delivered id, entries-read nor the
   pending count moved between them.
 - ``ORPHANED``: a consumer owns pending entries and has no live heartbeat record.
+- ``RETENTION-BLOCKED``: the stream has ``retention`` or ``max-len`` and this group holds the
+  trim back: the rule wants entries gone that it has not read, or has pending (lua/trim.lua,
+  probed without trimming). Below ORPHANED and STALLED, which are often its cause; above BEHIND.
 - ``BEHIND``: the lag grew between the two samples.
 - ``OK``: none of these.
 
@@ -40,17 +43,20 @@ from edged.admin.lookup import (
     stuck_after,
 )
 from edged.admin.registry import DaemonRecord, Registry, read_registry
+from edged.admin.retention import blocked_by
 from edged.admin.shards import max_id, places, resolve
 from edged.config import Config
 from edged.layout import key_prefix, physical_streams
 from edged.replies import int_or_none, text
+from edged.scripts import TrimResult
 
 OK = "OK"
 BEHIND = "BEHIND"
 STALLED = "STALLED"
 STUCK = "STUCK"
 ORPHANED = "ORPHANED"
-SEVERITY = (STUCK, STALLED, ORPHANED, BEHIND)
+RETENTION_BLOCKED = "RETENTION-BLOCKED"
+SEVERITY = (STUCK, STALLED, ORPHANED, RETENTION_BLOCKED, BEHIND)
 """Verdicts other than OK, most severe first."""
 
 LAG_COUNT_LIMIT = 10_000
@@ -180,10 +186,12 @@ async def sample_groups(client: Redis, streams: Iterable[str], group: str | None
 
 def judge(
     first: GroupSample | None, last: GroupSample, *, stuck: int, orphaned: list[str],
+    blocked: TrimResult | None = None,
 ) -> tuple[list[str], list[str]]:
     """The verdicts that apply (most severe first, ``[OK]`` if none) and why, from the last
     sample, the sample before it (None if there is none), the count of entries idle past
-    claim-idle + claim-interval and the dead consumers that own pending entries."""
+    claim-idle + claim-interval, the dead consumers that own pending entries and the stream's
+    retention probe when this group blocks it."""
     found: dict[str, str] = {}
     if stuck:
         found[STUCK] = f"{stuck} pending entries idle past claim-idle + claim-interval: nobody reclaims them"
@@ -199,6 +207,10 @@ def judge(
     if (first is not None and first.lag is not None and last.lag is not None
             and last.lag > first.lag):
         found[BEHIND] = f"lag grew from {first.lag} to {last.lag}"
+    if blocked is not None:
+        found[RETENTION_BLOCKED] = (
+            f"holds back trimming: it still needs {blocked.floor} (not read or pending), and "
+            f"entry {blocked.held_id} is kept {blocked.past_seconds:.0f}s past retention")
     if not found:
         return [OK], []
     verdicts = [v for v in SEVERITY if v in found]
@@ -207,6 +219,7 @@ def judge(
 
 async def assess(
     client: Redis, cfg: Config, registry: Registry, last: GroupSample, first: GroupSample | None,
+    blocked: TrimResult | None = None,
 ) -> GroupHealth:
     """The health of one group from its last sample and the one before it (if any)."""
     stream, group = last.stream, last.group
@@ -223,7 +236,10 @@ async def assess(
     if isinstance(dead_letters, Exception):  # not a stream: not ours to count
         dead_letters = 0
     orphaned = sorted(c for c, n in last.owners.items() if n and not registry.alive(c))
-    verdicts, reasons = judge(first, last, stuck=len(stuck_rows), orphaned=orphaned)
+    if blocked is not None and blocked.holder != group:
+        blocked = None
+    verdicts, reasons = judge(first, last, stuck=len(stuck_rows), orphaned=orphaned,
+                              blocked=blocked)
     lag_change = None
     if first is not None and first.lag is not None and last.lag is not None:
         lag_change = last.lag - first.lag
@@ -306,7 +322,10 @@ class GroupsWatch:
         current = await self._sample(client, registry)
         previous = self.previous or {}
         self.previous = current
-        healths = [self._placed(await assess(client, self.cfg, registry, s, previous.get(key)))
+        probes = {stream: await blocked_by(client, self.cfg, stream)
+                  for stream in dict.fromkeys(s.stream for s in current.values())}
+        healths = [self._placed(await assess(client, self.cfg, registry, s, previous.get(key),
+                                             probes[s.stream]))
                    for key, s in current.items()]
         if self.detail or (self.target is not None and not self.target.sharded):
             # One row per physical stream: also when one shard was asked for by its own name.

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from edged.cli import check, inspect, operate, publish, start
+from edged.cli import check, inspect, operate, publish, start, trim
 from edged.cli.config import config_app
 from edged.cli.dlq import dlq_app
 from edged.errors import EXIT_FAILURE
@@ -37,6 +37,7 @@ app.command(rich_help_panel=INSPECTION)(inspect.consumers)
 app.command(rich_help_panel=OPERATOR)(publish.publish)
 app.command(rich_help_panel=OPERATOR)(operate.claim)
 app.command(rich_help_panel=OPERATOR)(operate.ack)
+app.command(rich_help_panel=OPERATOR)(trim.trim)
 app.add_typer(dlq_app, name="dlq", rich_help_panel=DEAD_LETTERS)
 
 

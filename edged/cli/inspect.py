@@ -391,7 +391,7 @@ def groups(
     as_json: JsonOpt = False,
 ) -> None:
     """Consumer groups with lag, pending, last-delivered id and a verdict:
-    OK, BEHIND, STALLED, STUCK or ORPHANED (see README.md).
+    OK, BEHIND, STALLED, STUCK, ORPHANED or RETENTION-BLOCKED (see README.md).
 
     A sharded stream of the config is one row, its shards summed (the worst verdict of its
     shards); --detail gives one row per shard.

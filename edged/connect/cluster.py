@@ -96,6 +96,8 @@ class _Cluster(RedisCluster):
         """XREADGROUP's keys follow STREAMS: found here, where redis-py would ask the server
         (COMMAND GETKEYS, twice) before every read, the reader's hot path."""
         keys = _stream_read_keys(command, args)
+        if isinstance(command, str) and command.upper() in ("EVAL_RO", "EVALSHA_RO") and args:
+            keys = list(args[2: 2 + int(args[1])])  # as redis-py does for EVAL and EVALSHA
         if keys:
             slots = {self.keyslot(key) for key in keys}
             if len(slots) == 1:

@@ -12,7 +12,6 @@ stream (``* on (stream, group) group_left(logical) edged_stream_shard_info``).
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from edged import __version__
 from edged.connect.transient import TRANSIENT_ERRORS
 from edged.consume.stats import Histogram
 from edged.daemon.status import DaemonStatus
+from edged.daemon.trim import RetentionState
 from edged.ids import id_ms
 from edged.replies import text
 
@@ -56,9 +56,6 @@ OUTCOMES = {
 LABELS = ["stream", "group"]
 SHARD_LABELS = [*LABELS, "logical", "shard"]
 
-
-
-@functools.lru_cache(maxsize=4)
 @dataclass
 class GroupGauges:
     """Redis's view of one consumer group at ``sampled_at`` (time.time())."""
@@ -127,10 +124,11 @@ class GroupSampler:
 class EdgedCollector(Collector):
     """Reads the daemon's status and the last group sample at each scrape."""
 
-    def __init__(self, status: Callable[[], DaemonStatus], sampler: GroupSampler | None = None
-                 ) -> None:
+    def __init__(self, status: Callable[[], DaemonStatus], sampler: GroupSampler | None = None,
+                 retention: dict[str, RetentionState] | None = None) -> None:
         self.status = status
         self.sampler = sampler
+        self.retention = retention
 
     def collect(self) -> Iterator[Metric]:
         status = self.status()
@@ -142,6 +140,22 @@ class EdgedCollector(Collector):
         yield from self._daemon_metrics(status)
         if self.sampler is not None:
             yield from self._group_metrics(self.sampler.samples)
+        if self.retention:
+            yield from self._retention_metrics(self.retention)
+
+    @staticmethod
+    def _retention_metrics(states: dict[str, RetentionState]) -> Iterator[Metric]:
+        trimmed = CounterMetricFamily("edged_stream_trimmed", "Entries this daemon trimmed "
+                                      "(retention, max-len).", labels=["stream"])
+        blocked = GaugeMetricFamily(
+            "edged_stream_retention_blocked_seconds", "How far past retention the oldest entry "
+            "the group holds back is (max-len alone: its age); 0 when not blocked. Reported by "
+            "the daemon holding the stream's trim lease, 0 by the others.", labels=LABELS)
+        for stream, state in states.items():
+            trimmed.add_metric([stream], state.trimmed)
+            for group, seconds in state.blocked.items():
+                blocked.add_metric([stream, group], seconds)
+        yield from (trimmed, blocked)
 
     @staticmethod
     def _stream_metrics(status: DaemonStatus) -> Iterator[Metric]:
@@ -243,11 +257,11 @@ def _buckets(hist: Histogram) -> list[tuple[str, float]]:
     return out
 
 
-def make_registry(status: Callable[[], DaemonStatus], sampler: GroupSampler | None
-                  ) -> CollectorRegistry:
+def make_registry(status: Callable[[], DaemonStatus], sampler: GroupSampler | None,
+                  retention: dict[str, RetentionState] | None = None) -> CollectorRegistry:
     """A registry of its own (not the global one): edged's metrics plus process_* metrics."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(EdgedCollector(status, sampler))
+    registry.register(EdgedCollector(status, sampler, retention))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

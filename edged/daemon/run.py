@@ -39,9 +39,10 @@ from edged.daemon.metrics import GroupSampler, make_registry
 from edged.daemon.status import DaemonStatus, snapshot
 from edged.daemon.supervise import keep_running
 from edged.daemon.systemd import notify, run_notifier
+from edged.daemon.trim import Trimmer
 from edged.errors import EXIT_FAILURE
 from edged.handlers import HandlerCall, build_handler
-from edged.layout import expand, is_cluster, key_prefix
+from edged.layout import expand, is_cluster, key_prefix, trim_targets
 from edged.scripts import Scripts
 from edged.shutdown import END_HEARTBEAT
 
@@ -77,6 +78,10 @@ class Daemon:
         self.exit_code = 0
         self.failovers = 0
         self.forced = False
+        # Safe retention: the streams with retention or max-len (and their dead-letter streams).
+        targets = trim_targets(config)
+        self._trimmer = (Trimmer(self.client, self.scripts, key_prefix(config), consumer, targets)
+                         if targets else None)
         # Group gauges for /metrics, sampled from Redis only when HTTP is on.
         self._sampler = (GroupSampler(self.client, [(s.stream, s.group) for s in self.streams])
                          if config.daemon.listen else None)
@@ -151,7 +156,8 @@ class Daemon:
         listen = self.config.daemon.listen
         if not listen:
             return None
-        return HealthServer(listen, self.status, make_registry(self.status, self._sampler))
+        return HealthServer(listen, self.status, make_registry(
+            self.status, self._sampler, self._trimmer.states if self._trimmer else None))
 
     def _notifier_look(self) -> tuple[bool, str]:
         status = self.status()
@@ -165,6 +171,8 @@ class Daemon:
                         functools.partial(self.heartbeat.run, self._superseded))
         self._watch_failovers(root)
         root.start_soon(keep_running, "dead-consumer clean-up", self._cleanup_loop)
+        if self._trimmer is not None:
+            root.start_soon(keep_running, "retention", self._trimmer.run)
         root.start_soon(self._announce_ready)
 
     def _watch_failovers(self, root: anyio.abc.TaskGroup) -> None:
