@@ -348,3 +348,36 @@ def test_retention_trims_on_the_cluster(
     for command in (["trim", stream, "--dry-run", "--json"], ["groups", "--json"]):
         res = cli(config, *command)
         assert res.returncode == 0 and "CROSSSLOT" not in res.stderr, (command, res.stderr)
+
+
+def test_a_slot_map_learned_without_a_slot_is_learned_again(
+    cluster: LocalCluster, rc: RedisCluster, server: Server, tmp_path: Path,  # noqa: F811
+    spawned: list[DaemonProcess], r: redis.Redis,
+) -> None:
+    """A daemon starts while no node serves its stream's slot (taken off every node with
+    CLUSTER DELSLOTSRANGE, as in a cluster still forming); then the slot is given back to
+    its owner.
+
+    Must hold: the daemon does not exit; once the slot is served again it learns the slot
+    map again by itself, and an entry published then is handled. (redis-py raised "slot not
+    covered" while picking the node and kept the stale map for good.)"""
+    stream = f"cl:{tmp_path.name[-6:]}:slot"
+    slot = key_slot(stream)
+    owner = cluster.node_for_slot(slot)
+    for node in cluster.live():
+        with node.client() as c:
+            c.execute_command("CLUSTER", "DELSLOTSRANGE", slot, slot)
+    try:
+        fleet = make_fleet(server, tmp_path, spawned, cluster)
+        d = fleet.start("a", [stream_cfg(stream)])
+        wait_for(lambda: "not covered" in d.output(), what=lambda: f"slot not covered\n{d.output()}")
+    finally:
+        with owner.client() as c:
+            c.execute_command("CLUSTER", "ADDSLOTSRANGE", slot, slot)
+        cluster.wait_ok(30)
+    d.wait_ready(timeout=60)
+    config = admin_config(tmp_path, cluster, [stream_cfg(stream)])
+    res = cli(config, "publish", stream, '{"back": true}')
+    assert res.returncode == 0, res.stderr
+    wait_for(lambda: handled(r, stream) == res.stdout.split(), 30, what=lambda: d.output())
+    assert d.proc.poll() is None

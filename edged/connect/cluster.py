@@ -104,6 +104,16 @@ class _Cluster(RedisCluster):
                 return slots.pop()
         return await super()._determine_slot(command, *args)
 
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute_command(*args, **kwargs)
+        except SlotNotCoveredError:
+            # Raised while picking the node, where redis-py does not mark its slot map stale:
+            # a map learned from a cluster still forming would then be kept for good. Closing
+            # makes the next command learn the slots again.
+            await self.aclose()
+            raise
+
     async def initialize(self, *args: Any, **kwargs: Any) -> RedisCluster:
         try:
             return await super().initialize(*args, **kwargs)
