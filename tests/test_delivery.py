@@ -1,4 +1,4 @@
-"""Delivery semantics of one StreamConsumer, in process, against a real server (DESIGN.md §1).
+"""Delivery semantics of one StreamConsumer, in process, against a real server (README "Delivery promises").
 
 Each test drives a StreamConsumer with a handler defined here and checks the outcome from Redis
 itself (XPENDING, XINFO GROUPS, the dead-letter stream) and from ``consumer.stats``.

@@ -1,4 +1,4 @@
-"""`edged dlq list|show|replay|purge` (DESIGN.md §1 poison entries, §3 CLI and Entries).
+"""`edged dlq list|show|replay|purge` (README "Dead letters").
 
 Dead-letter entries are made the real way: a StreamConsumer whose handler raises Reject. The
 commands then run as the operator runs them, `edged dlq ... --url`, and their effect is checked

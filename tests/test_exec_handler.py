@@ -1,4 +1,4 @@
-"""Exec handlers (DESIGN.md §3 Handlers): argv without a shell, payload on stdin, metadata in
+"""Exec handlers (README "Handlers"): argv without a shell, payload on stdin, metadata in
 EDGED_* variables, exit status mapped onto ack / retry / failure, timeouts kill the process group.
 """
 

@@ -1,4 +1,4 @@
-"""`edged pending|groups|consumers|status|claim|ack` (DESIGN.md §3 CLI; library: verdicts.py).
+"""`edged pending|groups|consumers|status|claim|ack` (README "Operating edged"; library: admin/verdicts.py).
 
 The situations are real: a live `edged start` daemon consuming one stream, and consumer groups
 put into each unhealthy state by hand with a plain client (a "ghost" consumer that read and

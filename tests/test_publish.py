@@ -1,4 +1,4 @@
-"""`edged publish` (DESIGN.md §3): entries in edged's shape, clear refusals, exit codes."""
+"""`edged publish`: entries in edged's shape, clear refusals, exit codes."""
 
 from __future__ import annotations
 
