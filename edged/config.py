@@ -25,6 +25,7 @@ from edged.errors import ConfigError
 from edged.ids import MAX_SEQ, id_key, is_range_id
 from edged.naming import dead_letter_names
 from edged.sharding import MAX_SHARDS, hash_tag, shard_names
+from edged.sizes import ByteSize
 
 DEFAULT_CONFIG_PATH = Path("/etc/edged/edged.toml")
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -75,6 +76,8 @@ RetryBackoff = Annotated[Duration, _span("10ms", "1h")]
 RetryBackoffMax = Annotated[Duration, _span("10ms", "1d")]
 Retention = Annotated[Duration, _span("1m", "3650d")]
 TrimInterval = Annotated[Duration, _span("100ms", "1h")]
+WaitTimeout = Annotated[Duration, _span("10ms", "1m")]
+Size = Annotated[ByteSize, Meta(extra={"kind": 'size ("1GiB", "500MB")'})]
 
 
 class FieldError(ValueError):
@@ -514,6 +517,52 @@ def _check_handler_ref(ref: str) -> None:
                          "(dotted Python names)")
 
 
+class OutboxConfig(_Section, frozen=True):
+    """Local publishes (HTTP ``POST /v1/publish/<stream>``, the unix socket, ``edged publish
+    --via-daemon``) are written to this durable outbox first, answered, then forwarded to Redis
+    in the order accepted; they wait here while Redis is away (see "Outbox" in README.md)."""
+
+    path: str | None = None
+    """The outbox file (SQLite; its ``-wal`` and ``-shm`` files sit beside it). Not set:
+    ``outbox`` in the state directory (``$XDG_STATE_HOME/edged``, ``/var/lib/edged`` under the
+    systemd unit)."""
+    socket: str | None = None
+    """A unix socket to accept publishes on (HTTP, the same paths as ``[daemon] listen``); its
+    file permissions are the access control. Not set: no socket."""
+    socket_mode: str = "0660"
+    """The socket's permission bits, in octal: who may publish. The socket belongs to the
+    daemon's user and group."""
+    http: bool = True
+    """Accept publishes on ``[daemon] listen`` too. That address is open to every local user:
+    ``false`` leaves only the socket, whose permissions say who may publish."""
+    max_entries: Annotated[int, Meta(ge=1, le=1_000_000_000)] = 1_000_000
+    """At most this many entries wait in the outbox; a publish that would pass it is refused
+    whole (HTTP 507, exit 75 for ``edged publish``), never dropped."""
+    max_bytes: Size = ByteSize(2**30)
+    """At most this many bytes of entries (fields and stream names) wait in the outbox; past
+    it, publishes are refused like past ``max-entries``."""
+    batch: Annotated[int, Meta(ge=1, le=1000)] = 500
+    """Entries forwarded per round trip (one pipeline per stream). A crash between the XADD and
+    the outbox removal re-sends at most one batch: the duplicates README describes."""
+    wait_replicas: Annotated[int, Meta(ge=0, le=100)] = 0
+    """Forwarded entries leave the outbox only once this many replicas have them (WAIT); 0:
+    once the primary has them."""
+    wait_timeout: WaitTimeout = Duration(1)
+    """How long each forwarded batch waits for ``wait-replicas``; a batch not replicated in
+    time stays in the outbox and is sent again (the copies carry the same ``edged-msgid``)."""
+
+    def __post_init__(self) -> None:
+        _check_durations(self)
+        if not re.fullmatch(r"0?[0-7]{3}", self.socket_mode):
+            raise FieldError("socket-mode", f"{self.socket_mode!r} is not octal permission "
+                                            'bits like "0660"')
+        if self.socket is not None and not self.socket.startswith("/"):
+            raise FieldError("socket", f"{self.socket!r}: give an absolute path")
+
+    def mode_bits(self) -> int:
+        return int(self.socket_mode, 8)
+
+
 class Config(_Section, frozen=True):
     """The whole file."""
 
@@ -523,6 +572,8 @@ class Config(_Section, frozen=True):
     """The daemon process itself."""
     streams: list[StreamConfig] = []
     """The streams to read, one ``[[streams]]`` table each; a stream and group pair at most once."""
+    outbox: OutboxConfig | None = None
+    """The durable outbox for local publishes; not set: the daemon accepts none."""
 
     def __post_init__(self) -> None:
         _check_pairs_unique(self.streams)
@@ -530,6 +581,10 @@ class Config(_Section, frozen=True):
         _check_dead_letters(self.streams, cluster)
         if cluster:
             _check_cluster_prefix(self.daemon.key_prefix)
+        if self.outbox is not None and self.outbox.socket is None and not (
+                self.outbox.http and self.daemon.listen):
+            raise FieldError("outbox.socket", "nothing could publish: set a socket, or keep "
+                                              "[daemon] listen and outbox http = true")
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data, safe to print: secrets are never in it, URLs lose passwords."""
@@ -587,6 +642,10 @@ def split_host_port(text: str) -> tuple[str, int]:
 
 
 def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is ByteSize:
+        if isinstance(obj, str | int) and not isinstance(obj, bool):
+            return ByteSize.parse(obj)
+        raise TypeError('expected a size like "1GiB"')
     if type_ is Duration:
         if isinstance(obj, str):
             return Duration.parse(obj)
@@ -595,7 +654,7 @@ def _dec_hook(type_: type, obj: Any) -> Any:
 
 
 def _enc_hook(obj: Any) -> Any:
-    if isinstance(obj, Duration):
+    if isinstance(obj, Duration | ByteSize):
         return str(obj)
     raise NotImplementedError
 

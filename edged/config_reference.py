@@ -24,6 +24,7 @@ import msgspec.inspect as mi
 
 from edged.config import Config
 from edged.durations import Duration
+from edged.sizes import ByteSize
 
 HEADING = "####"  # the reference sits under "### Configuration reference" in the README
 COLUMNS = "| key | type | default | description |\n|---|---|---|---|"
@@ -162,7 +163,7 @@ def default_text(f: mi.Field) -> str:
 
 def toml_literal(value: Any) -> str:
     """``value`` written as a TOML value; durations as their strings."""
-    if isinstance(value, Duration):
+    if isinstance(value, Duration | ByteSize):
         return json.dumps(str(value))
     if isinstance(value, msgspec.Struct):
         value = msgspec.to_builtins(value, enc_hook=str)

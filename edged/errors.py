@@ -4,6 +4,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: Redis cannot be reached
+EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: refused for now (the daemon's outbox is full); try again
 EXIT_CONFIG = 78  # EX_CONFIG: the configuration is wrong
 
 

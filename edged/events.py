@@ -22,6 +22,13 @@ class Event(msgspec.Struct, kw_only=True):
     payload: Any
     delivery: int
 
+    @property
+    def msgid(self) -> str | None:
+        """The ``edged-msgid`` of an entry published through a daemon's outbox: the same in
+        every copy of it, so a handler can drop a duplicate by it; None for other entries."""
+        value = self.fields.get("edged-msgid")
+        return None if value is None else value.decode("ascii", "replace")
+
 
 class Retry(Exception):
     """Raise from a handler to have the entry delivered again, not before ``after`` seconds."""

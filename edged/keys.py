@@ -43,6 +43,10 @@ def default_dead_letter(stream: str) -> str:
 PAYLOAD_FIELD = "payload"
 """The field that carries an entry's body; every other field is metadata."""
 
+MSGID_FIELD = "edged-msgid"
+"""The message id of an entry published through a daemon's outbox (a ULID): the same in every
+copy a crash made, so that consumers can drop duplicates by it (Event.msgid)."""
+
 DEAD_REASON = "edged-reason"
 DEAD_STREAM = "edged-stream"
 DEAD_GROUP = "edged-group"
@@ -74,6 +78,7 @@ HB_PROCESSED = "processed"
 HB_FAILED = "failed"
 HB_DEAD_LETTERED = "dead-lettered"
 HB_DEGRADED = "degraded"
+HB_OUTBOX = "outbox"  # entries waiting in the daemon's outbox; absent without [outbox]
 """JSON object ``{"stream/group": "what fails"}`` of the daemon's degraded streams ({} if none)."""
 HB_INSTANCE = "instance"
 """Written by lua/heartbeat.lua: which run of the daemon holds the consumer name."""

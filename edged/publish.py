@@ -64,11 +64,28 @@ async def publish(
     every entry returned has reached that many replicas; else NotReplicated is raised.
     """
     extra = dict(fields or {})
+    return await add_entries(client, stream, ({**extra, PAYLOAD_FIELD: body} for body in payloads),
+                             maxlen=maxlen, wait_replicas=wait_replicas, wait_timeout=wait_timeout)
+
+
+async def add_entries(
+    client: Redis,
+    stream: str,
+    entries: Iterable[Mapping[str, bytes]],
+    *,
+    maxlen: int | None = None,
+    wait_replicas: int = 0,
+    wait_timeout: float = 1.0,
+) -> list[str]:
+    """XADD each entry (its whole field map), pipelined by PIPELINE_CHUNK; the new ids in order.
+
+    A chunk that fails raises, and entries of earlier chunks are in the stream already.
+    """
     ids: list[str] = []
-    chunk: list[bytes] = []
+    chunk: list[Mapping[str, bytes]] = []
 
     async def flush() -> None:
-        commands = [_xadd(stream, {**extra, PAYLOAD_FIELD: body}, maxlen) for body in chunk]
+        commands = [_xadd(stream, entry, maxlen) for entry in chunk]
         if wait_replicas and isinstance(client, RedisCluster):
             new, acked = await _add_and_wait_on_owner(client, stream, commands, wait_replicas,
                                                       wait_timeout)
@@ -84,8 +101,8 @@ async def publish(
         ids.extend(new)
         chunk.clear()
 
-    for body in payloads:
-        chunk.append(body)
+    for entry in entries:
+        chunk.append(entry)
         if len(chunk) >= PIPELINE_CHUNK:
             await flush()
     if chunk:

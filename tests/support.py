@@ -60,6 +60,7 @@ def write_config(
     streams: list[dict[str, Any]],
     daemon: dict[str, Any] | None = None,
     redis: dict[str, Any] | None = None,
+    outbox: dict[str, Any] | None = None,
 ) -> Path:
     """Write a config file; keys are given as in TOML (kebab-case)."""
     lines: list[str] = []
@@ -69,6 +70,9 @@ def write_config(
     lines.append("[daemon]")
     daemon = {"listen": "", "shutdown-grace": "10s", **(daemon or {})}
     lines += [f"{k} = {toml_value(v)}" for k, v in daemon.items()]
+    if outbox is not None:
+        lines.append("[outbox]")
+        lines += [f"{k} = {toml_value(v)}" for k, v in outbox.items()]
     for s in streams:
         lines.append("[[streams]]")
         lines += [f"{k} = {toml_value(v)}" for k, v in s.items()]

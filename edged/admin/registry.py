@@ -23,6 +23,7 @@ from edged.keys import (
     HB_FAILED,
     HB_HOST,
     HB_IN_FLIGHT,
+    HB_OUTBOX,
     HB_PID,
     HB_PROCESSED,
     HB_READY,
@@ -58,6 +59,8 @@ class DaemonRecord(msgspec.Struct, frozen=True):
     """``"stream/group"`` → (claim-idle ms, claim-interval ms): the daemon's own settings."""
     degraded: dict[str, str] = {}
     """``"stream/group"`` → what fails there now (WRONGTYPE, NOPERM...); empty when healthy."""
+    outbox: int | None = None
+    """Entries waiting in the daemon's outbox at its last beat; None without an outbox."""
 
     def stuck_after(self, stream: str, group: str) -> float | None:
         """Seconds past which this daemon would have reclaimed a pending entry of the group."""
@@ -130,6 +133,7 @@ def _daemon(raw: dict[bytes, bytes], now: float) -> DaemonRecord | None:
         dead_lettered=int_or_none(fields.get(HB_DEAD_LETTERED)),
         claim=_claims(fields.get(HB_CLAIM)),
         degraded=_degraded(fields.get(HB_DEGRADED)),
+        outbox=int_or_none(fields.get(HB_OUTBOX)),
     )
 
 

@@ -275,10 +275,11 @@ def _render_status(report: StatusReport) -> list[Item]:
     if report.daemons:
         items.append(make_table(
             ("CONSUMER", "HOST", "PID", "VERSION", "UPTIME", "STREAMS", "IN FLIGHT", "PROCESSED",
-             "FAILED", "DEAD LETTERED", "READY", "LAST BEAT"),
+             "FAILED", "DEAD LETTERED", "OUTBOX", "READY", "LAST BEAT"),
             [(d.consumer, d.host, d.pid, d.version, age(d.uptime_seconds),
               _daemon_streams(d, report.groups), d.in_flight, d.processed, d.failed,
-              d.dead_lettered, _yes(d.ready), _idle(d.beat_age_seconds) + " ago")
+              d.dead_lettered, "-" if d.outbox is None else d.outbox, _yes(d.ready),
+              _idle(d.beat_age_seconds) + " ago")
              for d in report.daemons],
         ))
     else:

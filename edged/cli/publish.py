@@ -85,6 +85,15 @@ def publish(
         int | None, typer.Option(help="The stream's shard count; default: its `shards` in the "
                                       "config, else 1.", min=1, max=MAX_SHARDS)
     ] = None,
+    via_daemon: Annotated[
+        bool, typer.Option("--via-daemon", help="Go through the local daemon's outbox (the "
+                           "config's [outbox] socket, else [daemon] listen); exit 69 if no "
+                           "daemon answers, 75 if its outbox is full.")
+    ] = False,
+    direct: Annotated[
+        bool, typer.Option("--direct", help="Straight to Redis, even when the config has "
+                           "[outbox] and a daemon answers.")
+    ] = False,
     config: ConfigOpt = None,
     url: UrlOpt = None,
     as_json: JsonOpt = False,
@@ -93,6 +102,10 @@ def publish(
 
     A sharded stream (`--shards N`, or `shards` in the config) gets each entry on the shard of
     `--key`, or spread evenly without one; each line then shows the shard and the id.
+
+    With `[outbox]` in the config and its daemon running (or `--via-daemon`), the entries go to
+    the daemon's outbox: they are on its disk when this returns, and in Redis once it forwards
+    them; each line shows the entry's message id (`edged-msgid`) instead of the Redis id.
     """
     from edged.publish import publish_sharded
 
@@ -103,6 +116,14 @@ def publish(
         raise UsageError(f"--wait-timeout: {exc}") from None
     bodies = _bodies(data)
     cfg, resolved_url = resolve_connection(config, url)
+    where = _through_daemon(cfg, via_daemon, direct, url)
+    if where is not None:
+        if maxlen is not None or wait_replicas or shards is not None:
+            raise UsageError("--maxlen, --wait-replicas and --shards are the daemon's to "
+                             "choose ([outbox] wait-replicas, the stream's shards); give them "
+                             "only with --direct")
+        _publish_via_daemon(where, stream, bodies, fields, key, as_json)
+        return
     count = shards or _configured_shards(cfg, stream)
 
     async def go() -> list[Published]:
@@ -114,6 +135,43 @@ def publish(
 
     published = anyio.run(go)  # NotReplicated: exit 1, naming the entries concerned
     _show(stream, count, published, as_json)
+
+
+def _through_daemon(cfg: Config, via_daemon: bool, direct: bool, url: str | None) -> str | None:
+    """Where the daemon takes publishes if this publish goes through it, else None."""
+    from edged.outbox.client import daemon_answers, endpoint
+
+    if via_daemon and (direct or url):
+        raise UsageError("--via-daemon goes through the daemon: not with --direct or --url")
+    if direct or url:
+        return None
+    where = endpoint(cfg)
+    if via_daemon:
+        if where is None:
+            raise UsageError("--via-daemon: the config has no [outbox] (with a socket, or "
+                             "[daemon] listen and http = true) to say where the daemon is")
+        return where
+    return where if where is not None and daemon_answers(where) else None
+
+
+def _publish_via_daemon(where: str, stream: str, bodies: list[bytes], fields: dict[str, bytes],
+                        key: str | None, as_json: bool) -> None:
+    from edged.outbox.client import publish_via_daemon
+
+    reply = publish_via_daemon(where, stream, bodies, fields, key)
+    if as_json:
+        out: dict[str, object] = {"stream": stream, "accepted": reply.accepted,
+                                  "msgids": reply.ids, "via": where}
+        if reply.shards:
+            out["shards"] = reply.shards
+        typer.echo(msgspec.json.encode(out).decode())
+        return
+    if reply.shards:
+        for shard, msgid in zip(reply.shards, reply.ids, strict=True):
+            typer.echo(f"{shard} {msgid}")
+        return
+    for msgid in reply.ids:
+        typer.echo(msgid)
 
 
 def _configured_shards(cfg: Config, stream: str) -> int:

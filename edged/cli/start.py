@@ -33,8 +33,8 @@ def preflight(cfg: Config, source: str, url: str | None = None, url_from: str = 
     """Everything start-up would trip over, checked before any connection (by ``start`` and by
     ``config validate`` alike): a bad value raises ConfigError (exit 78) naming ``source`` (the
     config file) and the field, or ``url_from`` for the URL override; never a secret."""
-    if not cfg.streams:
-        raise config_error(source, "$.streams", "no [[streams]] to consume")
+    if not cfg.streams and cfg.outbox is None:  # an outbox alone: a host that only produces
+        raise config_error(source, "$.streams", "no [[streams]] to consume (and no [outbox])")
     if url:
         check_url_override(url, url_from)
     problem = check_consumer_name(cfg.daemon.consumer_name())

@@ -34,7 +34,7 @@ from edged.consume.reader import use_raw_stream_replies
 from edged.consume.slots import Slots
 from edged.daemon.cleanup import remove_dead_consumers
 from edged.daemon.heartbeat import ConsumerNameTaken, Heartbeat
-from edged.daemon.http import HealthServer, ListenError
+from edged.daemon.http import HealthServer, ListenError, PublishSocket
 from edged.daemon.metrics import GroupSampler, make_registry
 from edged.daemon.status import DaemonStatus, snapshot
 from edged.daemon.supervise import keep_running
@@ -43,6 +43,9 @@ from edged.daemon.trim import Trimmer
 from edged.errors import EXIT_FAILURE
 from edged.handlers import HandlerCall, build_handler
 from edged.layout import expand, is_cluster, key_prefix, trim_targets
+from edged.outbox.metrics import OutboxCollector
+from edged.outbox.route import publish_request
+from edged.outbox.service import Outbox
 from edged.scripts import Scripts
 from edged.shutdown import END_HEARTBEAT
 
@@ -82,9 +85,20 @@ class Daemon:
         targets = trim_targets(config)
         self._trimmer = (Trimmer(self.client, self.scripts, key_prefix(config), consumer, targets)
                          if targets else None)
+        self.outbox = self._open_outbox()
         # Group gauges for /metrics, sampled from Redis only when HTTP is on.
         self._sampler = (GroupSampler(self.client, [(s.stream, s.group) for s in self.streams])
                          if config.daemon.listen else None)
+
+    def _open_outbox(self) -> Outbox | None:
+        """The outbox, opened and checked: a damaged or foreign file raises OutboxUnusable
+        (exit 78) here, before anything is consumed."""
+        cfg = self.config.outbox
+        if cfg is None:
+            return None
+        outbox = Outbox(cfg, {s.stream: s.shards for s in self.config.streams if s.shards > 1})
+        outbox.open()
+        return outbox
 
     def _consumers(self, handlers: list[HandlerCall], block: float) -> list[StreamConsumer]:
         """One consumer per physical stream; the shards of a logical stream share its handler
@@ -106,7 +120,8 @@ class Daemon:
     def status(self) -> DaemonStatus:
         """The one status every observer reads (see status.py)."""
         return snapshot(self.consumer, self.streams, stopping=self.stopping,
-                        failovers=self.failovers, read_block=self.config.daemon.read_block.seconds)
+                        failovers=self.failovers, read_block=self.config.daemon.read_block.seconds,
+                        outbox=None if self.outbox is None else self.outbox.depth.entries)
 
     def stop(self) -> None:
         """Begin the drain (idempotent)."""
@@ -126,13 +141,28 @@ class Daemon:
                 await health.bind()  # before any Redis I/O: a taken port stops us here
             except ListenError as exc:
                 log.error("%s", exc)
+                self._close_outbox()
                 return EXIT_FAILURE
+        try:
+            return await self._run(health)
+        finally:
+            self._close_outbox()
+
+    def _close_outbox(self) -> None:
+        if self.outbox is not None:
+            self.outbox.close()
+
+    async def _run(self, health: HealthServer | None) -> int:
         async with anyio.create_task_group() as root:
             root.start_soon(self._watch_signals, root.cancel_scope)
             # Both start before Redis is reached: /readyz says why we are not ready, and the
             # watchdog is fed while we wait for Redis (waiting is not being wedged).
             if health is not None:
                 root.start_soon(health.serve)
+            if self.outbox is not None:  # publishes are taken and kept while Redis is away
+                root.start_soon(self.outbox.run_writer)
+                root.start_soon(keep_running, "outbox forwarder",
+                                functools.partial(self.outbox.run_forwarder, self.client))
             root.start_soon(keep_running, "systemd notifier",
                             functools.partial(run_notifier, self._notifier_look))
             await self._log_server_summary()
@@ -143,6 +173,8 @@ class Daemon:
             async with anyio.create_task_group() as consumers:
                 for s in self.streams:
                     consumers.start_soon(s.run)
+                if not self.streams:  # an outbox alone: forward until told to stop
+                    consumers.start_soon(self.stop_requested.wait)
             with anyio.move_on_after(END_HEARTBEAT, shield=True):
                 await self.heartbeat.end()
             root.cancel_scope.cancel()
@@ -152,12 +184,23 @@ class Daemon:
         return 1 if self.forced else self.exit_code
 
     def _http_server(self) -> HealthServer | None:
-        """The server for ``[daemon] listen``; None when it is empty (HTTP off)."""
+        """The server for ``[daemon] listen`` and the outbox socket; None when neither is on."""
         listen = self.config.daemon.listen
-        if not listen:
+        outbox = self.outbox
+        if not listen and outbox is None:
             return None
-        return HealthServer(listen, self.status, make_registry(
-            self.status, self._sampler, self._trimmer.states if self._trimmer else None))
+        registry = make_registry(self.status, self._sampler,
+                                 self._trimmer.states if self._trimmer else None)
+        if outbox is None:
+            return HealthServer(listen, self.status, registry)
+        registry.register(OutboxCollector(outbox))
+        socket = outbox.cfg.socket
+        return HealthServer(
+            listen, self.status, registry,
+            publisher=functools.partial(publish_request, outbox),
+            publish_on_listen=outbox.cfg.http,
+            publish_socket=PublishSocket(socket, outbox.cfg.mode_bits()) if socket else None,
+        )
 
     def _notifier_look(self) -> tuple[bool, str]:
         status = self.status()

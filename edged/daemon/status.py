@@ -28,6 +28,7 @@ from edged.keys import (
     HB_DEGRADED,
     HB_FAILED,
     HB_IN_FLIGHT,
+    HB_OUTBOX,
     HB_PROCESSED,
     HB_READY,
 )
@@ -83,6 +84,8 @@ class DaemonStatus:
     """Why the daemon looks wedged; empty when it is alive."""
     degraded: list[str] = field(default_factory=list)
     """One line per degraded stream: what fails, for how long."""
+    outbox: int | None = None
+    """Entries waiting in the outbox; None without one."""
 
     @property
     def ready(self) -> bool:
@@ -120,7 +123,8 @@ class DaemonStatus:
 
     def heartbeat_fields(self) -> dict[str, str]:
         """Live counts for the heartbeat record (read by `edged status`)."""
-        return {
+        outbox = {} if self.outbox is None else {HB_OUTBOX: str(self.outbox)}
+        return outbox | {
             HB_READY: "1" if self.ready else "0",
             HB_IN_FLIGHT: str(self.total("in_flight")),
             HB_PROCESSED: str(self.total("processed")),
@@ -141,7 +145,7 @@ class DaemonStatus:
 
 
 def snapshot(consumer: str, streams: Sequence[StreamConsumer], *, stopping: bool,
-             failovers: int, read_block: float) -> DaemonStatus:
+             failovers: int, read_block: float, outbox: int | None = None) -> DaemonStatus:
     """The status of a daemon consuming ``streams`` now."""
     now = time.monotonic()
     limit = stall_limit(read_block)
@@ -160,7 +164,7 @@ def snapshot(consumer: str, streams: Sequence[StreamConsumer], *, stopping: bool
                  for row in rows if row.stuck]
     return DaemonStatus(consumer=consumer, stopping=stopping, failovers=failovers,
                         streams=rows, not_ready=not_ready, not_alive=not_alive,
-                        degraded=degraded)
+                        degraded=degraded, outbox=outbox)
 
 
 def _stream_status(s: StreamConsumer, now: float, limit: float, stopping: bool) -> StreamStatus:

@@ -34,6 +34,9 @@ def _env(event: Event) -> dict[str, str]:
         EDGED_ID=event.id,
         EDGED_DELIVERY=str(event.delivery),
     )
+    msgid = event.msgid
+    if msgid is not None:  # published through an outbox: the id to drop duplicates by
+        env["EDGED_MSGID"] = msgid
     return env
 
 
