@@ -5,8 +5,9 @@ The payload steers them: {"sleep": s}, {"fail": true}, {"reject": "why"}, {"retr
 {"cancel-self": true} (raise CancelledError), {"reject-surrogate": true} (a reason that is not
 valid UTF-8), {"track": "<key>"} (count the runs in progress in <key> and keep the highest
 count seen in <key>:max, to check a concurrency bound), {"order": "<key>"} (push the stream's
-name to the list <key> when the run starts: one order over several streams). Every run is
-recorded as
+name to the list <key> when the run starts: one order over several streams). An entry with an
+``edged-msgid`` (published through an outbox) has Event.msgid pushed to <stream>:msgids. Every
+run is recorded as
 "<id> <consumer> <delivery>" in the list <stream>:handled once the handler finished, and in
 <stream>:started when it started.
 """
@@ -39,6 +40,8 @@ async def record(event: Event) -> None:
     r = _client()
     mark = f"{event.id} {_me()} {event.delivery}"
     await r.rpush(f"{event.stream}:started", mark)
+    if event.msgid is not None:
+        await r.rpush(f"{event.stream}:msgids", event.msgid)
     body = event.payload if isinstance(event.payload, dict) else {}
     if body.get("order"):
         await r.rpush(str(body["order"]), event.stream)

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from edged.config import DaemonConfig
-from edged.shutdown import CLEANUP_BUDGET, END_HEARTBEAT, HAND_BACK_AND_FLUSH
+from edged.shutdown import CLEANUP_BUDGET, END_HEARTBEAT, HAND_BACK_AND_FLUSH, OUTBOX_SETTLE
 from tests.servers import Server, free_port
 from tests.support import Consuming, edged_client, make_consumer, until
 
@@ -37,7 +37,7 @@ def test_unit_stop_timeout_covers_grace_and_cleanup() -> None:
 
 
 def test_cleanup_budget_is_the_sum_of_its_phases() -> None:
-    assert CLEANUP_BUDGET == HAND_BACK_AND_FLUSH + END_HEARTBEAT
+    assert CLEANUP_BUDGET == HAND_BACK_AND_FLUSH + OUTBOX_SETTLE + END_HEARTBEAT
 
 
 @pytest.mark.anyio

@@ -47,7 +47,7 @@ from edged.outbox.metrics import OutboxCollector
 from edged.outbox.route import publish_request
 from edged.outbox.service import Outbox
 from edged.scripts import Scripts
-from edged.shutdown import END_HEARTBEAT
+from edged.shutdown import END_HEARTBEAT, OUTBOX_SETTLE
 
 log = logging.getLogger("edged.daemon")
 
@@ -175,6 +175,9 @@ class Daemon:
                     consumers.start_soon(s.run)
                 if not self.streams:  # an outbox alone: forward until told to stop
                     consumers.start_soon(self.stop_requested.wait)
+            if self.outbox is not None:
+                with anyio.move_on_after(OUTBOX_SETTLE, shield=True):
+                    await self.outbox.settle()
             with anyio.move_on_after(END_HEARTBEAT, shield=True):
                 await self.heartbeat.end()
             root.cancel_scope.cancel()

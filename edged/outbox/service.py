@@ -104,6 +104,8 @@ class Outbox:
         self._work = anyio.Event()
         self._stored = anyio.Event()
         self._blocked: dict[str, _Blocked] = {}
+        self._settling = False
+        self._idle = anyio.Event()  # set once the forwarder stopped between two batches
 
     def open(self) -> None:
         """Open and check the file (blocking; at start-up, before Redis). OutboxUnusable: 78."""
@@ -204,9 +206,19 @@ class Outbox:
 
     # ------------------------------------------------------------------ forwarding
 
+    async def settle(self) -> None:
+        """At a stop: let the batch in flight finish (its XADDs and its removal from the file),
+        so that a clean stop sends nothing twice. The caller bounds the wait."""
+        self._settling = True
+        self._stored.set()
+        await self._idle.wait()
+
     async def run_forwarder(self, client: Redis) -> None:
-        """Forward the oldest entries to Redis until cancelled."""
+        """Forward the oldest entries to Redis until cancelled (or settled)."""
         while True:
+            if self._settling:
+                self._idle.set()
+                await anyio.sleep_forever()
             self._stored = anyio.Event()  # reset before reading: a later append sets it
             now = anyio.current_time()
             skip = [s for s, b in self._blocked.items() if b.until > now]
