@@ -23,6 +23,8 @@ DAEMON = (
     " +hset +hget +hgetall +del +pexpire +exists +time"
     # retention: the trim lease (SET NX PX, GET, PEXPIRE) and the trim script
     " +set +get +xtrim +xlen +xrange"
+    # the outbox forwards with XADD (above), then WAIT when wait-replicas is set
+    " +wait"
 )
 
 INSPECT = (

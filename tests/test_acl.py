@@ -45,9 +45,10 @@ def test_daemon_runs_as_the_documented_least_privilege_user(
 ) -> None:
     """A daemon logs in as a user with acl.DAEMON on `<stream>*` and `edged:*` only, password
     from a file. It handles good entries, dead-letters a rejected one, retries a failing one via
-    its reclaimer until max-deliveries, beats, and stops cleanly (release path). Must hold:
-    all of that worked and ACL LOG records no denial for the user; the password appears
-    neither in the output nor in the process's argv."""
+    its reclaimer until max-deliveries, beats, forwards an entry published through its outbox,
+    and stops cleanly (release path). Must hold: all of that worked and ACL LOG records no
+    denial for the user; the password appears neither in the output nor in the process's
+    argv."""
     user, password = make_user(r, acl.DAEMON, f"~{stream}* ~edged:*")
     pw_file = tmp_path / "pw"
     pw_file.write_text(password + "\n")
@@ -58,6 +59,7 @@ def test_daemon_runs_as_the_documented_least_privilege_user(
         daemon={"consumer": f"acl-{user}", "heartbeat-interval": "200ms",
                 "consumer-expiry": "1s"},
         redis={"username": user, "password-file": str(pw_file)},
+        outbox={"path": str(tmp_path / "outbox"), "socket": str(tmp_path / "pub.sock")},
     )
     env = edged_env(EDGED_TEST_REDIS=server.url, EDGED_TEST_CONSUMER="acl")
     daemon = DaemonProcess(cfg, server.url, tmp_path / "d.log", env=env)
@@ -70,6 +72,9 @@ def test_daemon_runs_as_the_documented_least_privilege_user(
     wait_for(lambda: r.llen(f"{stream}:handled") == 1, what="good entry handled")
     wait_for(lambda: r.xlen(f"{stream}:dead") == 2, what="rejected and failing dead-lettered")
     wait_for(lambda: r.xpending(stream, "edged")["pending"] == 0, what="PEL drained")
+    published = run_edged("publish", stream, "{}", "-c", str(cfg), "--via-daemon")
+    assert published.returncode == 0, published.stderr
+    wait_for(lambda: r.llen(f"{stream}:handled") == 2, what="the outbox's entry handled")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait_exit(30) == 0
     daemon.stop()

@@ -117,9 +117,10 @@ class DaemonStatus:
             state = f"reading {reading} of {n} streams"
         if self.degraded:
             state += "; DEGRADED " + "; ".join(self.degraded)
+        outbox = "" if self.outbox is None else f", {self.outbox} in the outbox"
         return (f"{state}; {self.total('processed')} processed, "
                 f"{self.total('failed') + self.total('retried')} failed, "
-                f"{self.total('in_flight')} in flight")
+                f"{self.total('in_flight')} in flight{outbox}")
 
     def heartbeat_fields(self) -> dict[str, str]:
         """Live counts for the heartbeat record (read by `edged status`)."""
