@@ -403,3 +403,17 @@ def _metrics_text(listen: str) -> str:
     text = conn.getresponse().read().decode()
     conn.close()
     return text
+
+
+def test_a_drained_outbox_gives_its_space_back(tmp_path: Path) -> None:
+    """After an outage's backlog is forwarded, the file and its WAL shrink again (every free
+    page is vacuumed, the WAL truncated), rather than keeping the backlog's size for ever."""
+    store = OutboxStore(tmp_path / "outbox", 10**6, 10**10)
+    store.open()
+    store.append([Row("s", f"{i}", i, b"x" * 500) for i in range(20_000)])
+    full = os.path.getsize(tmp_path / "outbox") + os.path.getsize(tmp_path / "outbox-wal")
+    assert full > 10_000_000
+    store.remove([s.seq for s in store.oldest(20_000)])
+    drained = os.path.getsize(tmp_path / "outbox") + os.path.getsize(tmp_path / "outbox-wal")
+    assert drained < 200_000, (full, drained)
+    store.close()

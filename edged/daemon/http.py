@@ -159,12 +159,12 @@ class HealthServer:
             return 413, TEXT, (f"a publish body holds at most {MAX_BODY} bytes; send the "
                                "entries in several requests\n").encode()
         with anyio.fail_after(BODY_TIMEOUT):
-            body = rest
+            body = bytearray(rest)  # grows in place: bytes += would copy it every chunk
             while len(body) < length:
                 body += await stream.receive(min(65536, length - len(body)))
         target = head.split(b"\n", 1)[0].split()[1]
         path, _, query = target.partition(b"?")
-        return await self._publisher(path, query, body[:length])
+        return await self._publisher(path, query, bytes(body[:length]))
 
     def respond(self, head: bytes) -> tuple[int, str, bytes]:
         """(status, content type, body) for a request head."""

@@ -160,7 +160,7 @@ class Daemon:
             if health is not None:
                 root.start_soon(health.serve)
             if self.outbox is not None:  # publishes are taken and kept while Redis is away
-                root.start_soon(self.outbox.run_writer)
+                root.start_soon(keep_running, "outbox writer", self.outbox.run_writer)
                 root.start_soon(keep_running, "outbox forwarder",
                                 functools.partial(self.outbox.run_forwarder, self.client))
             root.start_soon(keep_running, "systemd notifier",

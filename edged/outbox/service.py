@@ -32,7 +32,7 @@ from edged.connect.transient import TRANSIENT_ERRORS
 from edged.errors import EdgedError
 from edged.keys import MSGID_FIELD, PAYLOAD_FIELD
 from edged.msgid import MonotonicUlid
-from edged.outbox.store import Depth, OutboxFull, OutboxStore, Row, Stored
+from edged.outbox.store import Depth, OutboxFull, OutboxStore, Row, Stored, row_size
 from edged.publish import add_entries
 from edged.sharding import RoundRobin, shard_for_key, shard_names
 from edged.state import state_dir
@@ -159,8 +159,16 @@ class Outbox:
                 await self._work.wait()
                 self._work = anyio.Event()
                 waiting, self._waiting = self._waiting, []
-                with anyio.CancelScope(shield=True):  # a publish half-written is never left
-                    await self._commit(waiting)
+                try:
+                    with anyio.CancelScope(shield=True):  # a publish half-written is never left
+                        await self._commit(waiting)
+                except Exception as exc:  # a bug, not the disk: answer every publish anyway
+                    log.exception("outbox: a commit failed")
+                    for request in waiting:
+                        if not request.done.is_set():
+                            request.result = None
+                            request.error = OutboxWriteFailed(f"the commit failed: {exc!r}")
+                            request.done.set()
         finally:
             self.accepting = False
             for request in self._waiting:
@@ -174,7 +182,7 @@ class Outbox:
         now = time.time_ns() // 1_000_000
         for request in waiting:
             mine = [self._row(name, entry, now) for name, entry in request.entries]
-            mine_size = sum(len(r.fields) + len(r.stream.encode()) for r in mine)
+            mine_size = sum(row_size(r) for r in mine)
             why = self.store.fits(len(rows) + len(mine), size + mine_size)
             if why is not None:
                 self.stats.refused["full"] += len(mine)

@@ -242,7 +242,9 @@ class OutboxStore:
         count = self.depth.entries - removed
         self.depth = Depth(count, self.depth.bytes - freed, self._oldest_ms(db))
         if count == 0:
-            db.execute("PRAGMA incremental_vacuum")  # an outage's backlog gives its space back
+            # An outage's backlog gives its space back: every free page (executescript runs the
+            # pragma to the end; execute() would free one page), and the WAL file is cut short.
+            db.executescript("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
 
     def _oldest_ms(self, db: sqlite3.Connection) -> int | None:
         row = db.execute("SELECT accepted_ms FROM entries ORDER BY seq LIMIT 1").fetchone()
