@@ -381,3 +381,48 @@ def test_a_slot_map_learned_without_a_slot_is_learned_again(
     assert res.returncode == 0, res.stderr
     wait_for(lambda: handled(r, stream) == res.stdout.split(), 30, what=lambda: d.output())
     assert d.proc.poll() is None
+
+
+def test_the_outbox_forwards_to_every_primary_and_waits_for_a_replica(
+    cluster: LocalCluster, rc: RedisCluster, server: Server, tmp_path: Path,  # noqa: F811
+    spawned: list[DaemonProcess], r: redis.Redis,
+) -> None:
+    """A daemon with an outbox on the cluster (wait-replicas = 1: the XADDs and WAIT go to each
+    stream's own primary) forwards entries published through it, with `edged publish` and the
+    cluster config, to streams on three primaries and to the key's shard of a sharded stream
+    it consumes. Must hold: every entry arrives in the order published, carrying the message
+    id the CLI printed, and the sharded entries reach the handler."""
+    tag = tmp_path.name[-6:]
+    streams = on_three_primaries(cluster, f"ob:{tag}:")
+    sharded = f"obs:{tag}"
+    cfg = write_config(
+        tmp_path / "ob.toml", [stream_cfg(sharded, shards=3, concurrency=3)],
+        daemon={"consumer": "ob-cluster"}, redis=cluster_table(cluster),
+        outbox={"path": str(tmp_path / "outbox"), "socket": str(tmp_path / "pub.sock"),
+                "wait-replicas": 1, "wait-timeout": "5s"},
+    )
+    d = DaemonProcess(cfg, None, tmp_path / "ob.log",
+                      env=edged_env(EDGED_TEST_REDIS=server.url, EDGED_TEST_CONSUMER="ob"))
+    spawned.append(d)
+    d.wait_ready(60)
+    printed: dict[str, list[str]] = {}
+    for s in streams:
+        out = cli(tmp_path / "ob.toml", "publish", s, "-", input="".join(
+            json.dumps({"n": i}) + "\n" for i in range(3)))
+        assert out.returncode == 0, out.stderr
+        printed[s] = out.stdout.split()
+    out = cli(cfg, "publish", sharded, "-", "--key", "dev-1",
+              input="".join(json.dumps({"n": i}) + "\n" for i in range(5)))
+    assert out.returncode == 0, out.stderr
+    shard = shard_names(sharded, 3)[shard_for_key("dev-1", 3)]
+    lines = [line.split() for line in out.stdout.splitlines()]
+    assert {line[0] for line in lines} == {shard}
+    printed[shard] = [line[1] for line in lines]
+    for s, msgids in printed.items():
+        wait_for(lambda s=s, msgids=msgids: rc.xlen(s) == len(msgids), 30,  # type: ignore[misc]
+                 what=f"{s} forwarded")
+        got = [fields for _, fields in rc.xrange(s)]
+        assert [f[b"edged-msgid"].decode() for f in got] == msgids
+        assert [json.loads(f[b"payload"])["n"] for f in got] == list(range(len(msgids)))
+    wait_for(lambda: len(handled(r, shard)) == 5, 30, what="the sharded entries handled")
+    assert "ERROR" not in d.output()
