@@ -76,7 +76,8 @@ RetryBackoff = Annotated[Duration, _span("10ms", "1h")]
 RetryBackoffMax = Annotated[Duration, _span("10ms", "1d")]
 Retention = Annotated[Duration, _span("1m", "3650d")]
 TrimInterval = Annotated[Duration, _span("100ms", "1h")]
-WaitTimeout = Annotated[Duration, _span("10ms", "1m")]
+# Below the daemon's Redis socket timeout (read-block + 10s): a longer WAIT would be cut by it.
+WaitTimeout = Annotated[Duration, _span("10ms", "10s")]
 Size = Annotated[ByteSize, Meta(extra={"kind": 'size ("1GiB", "500MB")'})]
 
 

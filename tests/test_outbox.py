@@ -417,3 +417,50 @@ def test_a_drained_outbox_gives_its_space_back(tmp_path: Path) -> None:
     drained = os.path.getsize(tmp_path / "outbox") + os.path.getsize(tmp_path / "outbox-wal")
     assert drained < 200_000, (full, drained)
     store.close()
+
+
+def _outbox_left_by_a_crash(tmp_path: Path, commits: int) -> Path:
+    """An outbox whose ``commits`` transactions (100 entries each) are all still in its WAL:
+    the writing process ends without closing it, as a SIGKILL would."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from edged.outbox.store import OutboxStore, Row\n"
+        "store = OutboxStore(Path(sys.argv[1]), 10**6, 10**10)\n"
+        "store.open()\n"
+        f"for k in range({commits}):\n"
+        "    store.append([Row('s', f'{k}-{i}', i, b'x' * 300) for i in range(100)])\n"
+        "os._exit(0)\n"
+    )
+    path = tmp_path / "outbox"
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, env=env_with())
+    return path
+
+
+def test_a_torn_last_transaction_is_dropped_but_earlier_damage_stops_the_outbox(
+        tmp_path: Path) -> None:
+    """A crash can tear only the transaction whose fsync never returned (its publish was never
+    answered): damage in the WAL's last frame opens with the earlier entries. Damage in an
+    earlier frame, with committed transactions after it, would lose answered entries: the
+    outbox refuses to open and leaves the files as they are."""
+    torn = _outbox_left_by_a_crash(tmp_path / "torn", commits=3)
+    wal = torn.with_name("outbox-wal")
+    data = bytearray(wal.read_bytes())
+    data[-100:-50] = b"\xff" * 50  # inside the last frame's page
+    wal.write_bytes(bytes(data))
+    store = OutboxStore(torn, 10**6, 10**10)
+    store.open()
+    assert store.depth.entries == 200  # the torn transaction is gone, the two before it kept
+    store.close()
+
+    damaged = _outbox_left_by_a_crash(tmp_path / "damaged", commits=3)
+    wal = damaged.with_name("outbox-wal")
+    data = bytearray(wal.read_bytes())
+    data[5000:5050] = b"\xff" * 50  # the first transaction's frames
+    wal.write_bytes(bytes(data))
+    with pytest.raises(OutboxUnusable, match="later committed transaction"):
+        OutboxStore(damaged, 10**6, 10**10).open()
+    assert wal.read_bytes() == bytes(data)

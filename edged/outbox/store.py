@@ -21,8 +21,10 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import quote
 
 from edged.errors import ConfigError
+from edged.outbox.walcheck import wal_problem
 
 FORMAT = "edged-outbox 1"
 SCHEMA = """
@@ -91,21 +93,32 @@ class OutboxStore:
     # ------------------------------------------------------------------ opening and checks
 
     def open(self) -> None:
-        """Open (or create) the file and check it; raises OutboxUnusable naming the problem."""
+        """Open (or create) the file and check it; raises OutboxUnusable naming the problem.
+
+        An existing file is checked before anything is written to it, on a read-only
+        connection: a foreign or damaged file is refused exactly as it was found.
+        """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise self._unusable(f"cannot create its directory: {exc.strerror or exc}") from None
         self._take_lock()
-        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        wal = self.path.with_name(self.path.name + "-wal")
+        fresh = (not self.path.exists() or self.path.stat().st_size == 0) and not (
+            wal.exists() and wal.stat().st_size > 0)
         try:
+            if not fresh:
+                self._check_existing(wal)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
+            self.close()
             raise self._unusable(f"cannot be opened: {exc}") from None
+        except OutboxUnusable:
+            self.close()
+            raise
         self._db = db
         try:
             self._configure(db, fresh)
-            self._check(db)
             self._load_depth(db)
         except sqlite3.DatabaseError as exc:
             self.close()
@@ -113,6 +126,28 @@ class OutboxStore:
         except OutboxUnusable:
             self.close()
             raise
+
+    def _check_existing(self, wal: Path) -> None:
+        """The file is an edged outbox, undamaged, with every committed transaction of its
+        write-ahead log readable."""
+        main_size = self.path.stat().st_size if self.path.exists() else 0
+        if main_size == 0:  # SQLite deletes the WAL of an empty database file as a stale one
+            raise self._unusable(f"is empty but its write-ahead log {wal.name} holds "
+                                 f"{wal.stat().st_size} bytes: the outbox's main file was lost")
+        problem = wal_problem(wal)
+        if problem is not None:
+            raise self._unusable(f"is damaged: {problem}")
+        uri = f"file:{quote(str(self.path))}?mode=ro"
+        try:
+            probe = sqlite3.connect(uri, uri=True)
+        except sqlite3.Error as exc:
+            raise self._unusable(f"cannot be opened: {exc}") from None
+        try:
+            self._check(probe)
+        except sqlite3.DatabaseError as exc:
+            raise self._unusable(f"is not a readable outbox ({exc})") from None
+        finally:
+            probe.close()
 
     def _take_lock(self) -> None:
         """A second daemon on the same outbox would forward its entries twice: refuse it."""
