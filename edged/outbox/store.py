@@ -8,9 +8,10 @@ rewriting the file, checksummed pages, detection of a torn or foreign file, a lo
 second writer). The measured cost is in README.md ("Outbox").
 
 Every method blocks (disk I/O): ``outbox.service`` calls them from one worker thread at a time.
-A file that is not an outbox, is damaged, or cannot be opened raises OutboxUnusable, which
-stops the daemon with exit 78 before it consumes anything; the file is never replaced,
-emptied or moved.
+A file that is not an outbox, is damaged (walcheck.py looks at the WAL SQLite would trim
+silently), or cannot be opened raises OutboxUnusable, which stops the daemon with exit 78
+before it consumes anything; an existing file is checked read-only first, and is never
+replaced, emptied or moved.
 """
 
 from __future__ import annotations
