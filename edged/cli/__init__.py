@@ -7,9 +7,11 @@ them, under its help panel.
 from __future__ import annotations
 
 import sys
+from typing import Literal
 
 import typer
 
+from edged import __version__
 from edged.cli import check, inspect, operate, publish, start, trim
 from edged.cli.config import config_app
 from edged.cli.dlq import dlq_app
@@ -20,24 +22,62 @@ INSPECTION = "Inspection"
 OPERATOR = "Operator actions"
 DEAD_LETTERS = "Dead letters"
 
+# Help text is markdown: paragraphs of a docstring flow together, and words in brackets
+# (`[daemon] listen`) stay, where rich markup took them for style tags and dropped them.
+MARKUP: Literal["markdown"] = "markdown"
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     name="edged",
     help="Redis Streams edge daemon: consume, reclaim, dead-letter, inspect.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=MARKUP,
+    context_settings=HELP_OPTIONS,
 )
-app.command(rich_help_panel=DAEMON)(start.start)
-app.command(rich_help_panel=DAEMON)(check.check)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"edged {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", "-V", callback=_show_version,
+                                 is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Redis Streams edge daemon: consume, reclaim, dead-letter, inspect."""
+
+# One example per command, shown under its --help.
+EXAMPLES = {
+    "start": "edged start -c /etc/edged/edged.toml",
+    "check": "edged check -c /etc/edged/edged.toml && echo ready",
+    "status": "edged status -c /etc/edged/edged.toml",
+    "groups": "edged groups edge:config --check",
+    "pending": "edged pending edge:config --detail --idle 10m",
+    "consumers": "edged consumers edge:config -g edged",
+    "publish": "echo '{\"t\": 21.5}' | edged publish telemetry - --key sensor-4",
+    "claim": "edged claim edge:config 1700000000000-0 --to host-b",
+    "ack": "edged ack edge:config 1700000000000-0 --yes",
+    "trim": "edged trim edge:config --dry-run",
+}
+
+
+def _example(name: str) -> str:
+    return f"**Example:** `{EXAMPLES[name]}`"
+
+
+for panel, command in (
+    (DAEMON, start.start), (DAEMON, check.check), (INSPECTION, inspect.status),
+    (INSPECTION, inspect.groups), (INSPECTION, inspect.pending), (INSPECTION, inspect.consumers),
+    (OPERATOR, publish.publish), (OPERATOR, operate.claim), (OPERATOR, operate.ack),
+    (OPERATOR, trim.trim),
+):
+    app.command(rich_help_panel=panel, epilog=_example(command.__name__))(command)
 app.add_typer(config_app, name="config", rich_help_panel=DAEMON)
-app.command(rich_help_panel=INSPECTION)(inspect.status)
-app.command(rich_help_panel=INSPECTION)(inspect.groups)
-app.command(rich_help_panel=INSPECTION)(inspect.pending)
-app.command(rich_help_panel=INSPECTION)(inspect.consumers)
-app.command(rich_help_panel=OPERATOR)(publish.publish)
-app.command(rich_help_panel=OPERATOR)(operate.claim)
-app.command(rich_help_panel=OPERATOR)(operate.ack)
-app.command(rich_help_panel=OPERATOR)(trim.trim)
 app.add_typer(dlq_app, name="dlq", rich_help_panel=DEAD_LETTERS)
 
 

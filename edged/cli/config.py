@@ -10,10 +10,11 @@ from edged.cli.start import preflight, url_override
 from edged.config import DEFAULT_CONFIG_PATH, Config, load_config
 from edged.errors import ConfigError
 
-config_app = typer.Typer(help="Check, print or document the configuration.", no_args_is_help=True)
+config_app = typer.Typer(help="Check, print or document the configuration.", no_args_is_help=True,
+                         rich_markup_mode="markdown")
 
 
-@config_app.command("validate")
+@config_app.command("validate", epilog="**Example:** `edged config validate -c edged.toml`")
 @exits
 def config_validate(config: ConfigOpt = None) -> None:
     """Exit 0 if `edged start` would accept the config (handlers importable, password and TLS
@@ -27,7 +28,7 @@ def config_validate(config: ConfigOpt = None) -> None:
     typer.echo(f"{path}: ok, {len(cfg.streams)} stream(s)")
 
 
-@config_app.command("show")
+@config_app.command("show", epilog="**Example:** `edged config show -c /etc/edged/edged.toml`")
 @exits
 def config_show(config: ConfigOpt = None) -> None:
     """Print the effective config with defaults filled in, as JSON; secrets are never shown."""
@@ -36,7 +37,7 @@ def config_show(config: ConfigOpt = None) -> None:
     typer.echo(msgspec.json.format(msgspec.json.encode(cfg.redacted()), indent=2).decode())
 
 
-@config_app.command("reference")
+@config_app.command("reference", epilog="**Example:** `edged config reference > reference.md`")
 def config_reference() -> None:
     """Print the configuration reference (Markdown), generated from the config's own docs."""
     from edged.config_reference import render_markdown

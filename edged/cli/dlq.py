@@ -23,6 +23,7 @@ from edged.errors import EXIT_FAILURE, UsageError
 dlq_app = typer.Typer(
     help="Dead-letter entries of a stream: list, show, replay to the stream, purge.",
     no_args_is_help=True,
+    rich_markup_mode="markdown",
 )
 
 T = TypeVar("T")
@@ -98,7 +99,7 @@ def _report_failures(failures: Sequence[dlq.Failure]) -> None:
 # --------------------------------------------------------------------------- commands
 
 
-@dlq_app.command("list")
+@dlq_app.command("list", epilog="**Example:** `edged dlq list edge:config --count 20`")
 @exits
 def list_entries(
     stream: StreamArg,
@@ -147,7 +148,7 @@ def list_entries(
     typer.echo(summary)
 
 
-@dlq_app.command("show")
+@dlq_app.command("show", epilog="**Example:** `edged dlq show edge:config 1700000000000-0`")
 @exits
 def show(
     stream: StreamArg,
@@ -188,7 +189,7 @@ def show(
     print_table(table)
 
 
-@dlq_app.command("replay")
+@dlq_app.command("replay", epilog="**Example:** `edged dlq replay edge:config --all`")
 @exits
 def replay(
     stream: StreamArg,
@@ -228,7 +229,7 @@ def replay(
         raise typer.Exit(EXIT_FAILURE)
 
 
-@dlq_app.command("purge")
+@dlq_app.command("purge", epilog="**Example:** `edged dlq purge edge:config --before 1700000000000-0 --yes`")
 @exits
 def purge(
     stream: StreamArg,
