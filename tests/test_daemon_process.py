@@ -194,7 +194,7 @@ def test_sigterm_drains_finishes_short_work_and_leaves_hung_work_pending(
     """With shutdown-grace 3s, one entry sleeping 1.5 s and one hanging are in flight when
     SIGTERM arrives. The sleeping one must finish and be acked; the hanging one is cancelled
     at the grace deadline and stays pending, owned by this consumer, with its delivery count
-    untouched; the process exits 0 and says it is draining."""
+    untouched; the process exits 0, says it is draining, and names the cancelled entry."""
     consumer = f"host-{uid()}"
     cfg = write_config(tmp_path / "edged.toml", [stream_cfg(stream, concurrency=4)],
                        daemon={"consumer": consumer, "shutdown-grace": "3s"})
@@ -216,6 +216,9 @@ def test_sigterm_drains_finishes_short_work_and_leaves_hung_work_pending(
     assert [(row["id"], row["consumer"], row["deliveries"]) for row in rows] == [
         (hung, consumer, 1)
     ], rows
+    # The log says which entry was cancelled and left pending, not only a count.
+    assert f"entry {hung} (delivery 1) cancelled while its handler ran (the shutdown grace " \
+           "ran out)" in out
     assert "Traceback" not in out
 
 

@@ -127,6 +127,10 @@ class Workers:
                 await self._failed(item, f"{type(exc).__name__} raised by the handler")
                 return
             stats.cancelled += 1
+            why = "the shutdown grace ran out" if s.stopping else "its lease was lost"
+            log.warning("stream %s: entry %s (delivery %d) cancelled while its handler ran (%s); "
+                        "it stays pending: a peer or the next start delivers it again",
+                        s.stream, entry_id, delivery, why)
             raise
         except (Exception, SystemExit) as exc:  # a handler's sys.exit() fails its entry only
             stats.failed += 1
