@@ -5,6 +5,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: Redis cannot be reached
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: refused for now (the daemon's outbox is full); try again
+EXIT_NOPERM = 77  # EX_NOPERM: Redis refused the user (wrong password, or its ACL denies it)
 EXIT_CONFIG = 78  # EX_CONFIG: the configuration is wrong
 
 
@@ -24,6 +25,12 @@ class RedisUnavailable(EdgedError):
     """Redis could not be reached (connection refused, timeout, DNS)."""
 
     exit_code = EXIT_UNAVAILABLE
+
+
+class AccessDenied(EdgedError):
+    """Redis refused the login or a command for the user: waiting does not fix it."""
+
+    exit_code = EXIT_NOPERM
 
 
 class UsageError(EdgedError):

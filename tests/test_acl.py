@@ -89,7 +89,7 @@ def test_cli_as_inspect_and_operate_users(
     """`edged publish --wait-replicas 0` runs as an acl.OPERATE user and `edged dlq list` as an
     acl.INSPECT user (password files via a config), `edged dlq replay` as the OPERATE user too.
     All succeed and ACL LOG records no denial;
-    the inspect user cannot publish (exit 1, "no permissions" named)."""
+    the inspect user cannot publish (exit 77, "no permissions" named)."""
     op_user, op_pw = make_user(r, acl.OPERATE, f"~{stream}*")
     in_user, in_pw = make_user(r, acl.INSPECT, f"~{stream}* ~edged:*")
     configs = {}
@@ -112,7 +112,7 @@ def test_cli_as_inspect_and_operate_users(
     assert replay.returncode == 0, replay.stderr
     assert r.xlen(stream) == 2 and r.xlen(f"{stream}:dead") == 0
     refused = run_edged("publish", stream, "{}", "-c", str(configs["in"]), "--url", server.url)
-    assert refused.returncode == 1 and "no permissions" in refused.stderr
+    assert refused.returncode == 77 and "no permissions" in refused.stderr
     assert denials(r, op_user) == []
     assert all("xadd" in d for d in denials(r, in_user))
 

@@ -15,9 +15,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from edged.config import DEFAULT_CONFIG_PATH, Config, check_redis_url, load_config
-from edged.connect.client import describe_target, make_client
-from edged.connect.transient import TRANSIENT_ERRORS
-from edged.errors import ConfigError, EdgedError, RedisUnavailable
+from edged.connect.client import describe_target, describe_user, make_client
+from edged.connect.transient import AUTH_ERRORS, TRANSIENT_ERRORS
+from edged.errors import AccessDenied, ConfigError, EdgedError, RedisUnavailable
 from edged.state import read_cluster_record, read_record
 
 ConfigOpt = Annotated[
@@ -104,6 +104,11 @@ async def redis_client(cfg: Config, url: str | None) -> AsyncIterator[Redis]:
     client = make_client(cfg.redis, url=url)
     try:
         yield client
+    except AUTH_ERRORS as exc:  # before TRANSIENT_ERRORS: a wrong password is no outage
+        raise AccessDenied(
+            f"Redis at {describe_target(cfg.redis, url)} refused user "
+            f"{describe_user(cfg.redis, url)}: {exc} (check [redis] username and "
+            "password-file, and the user's ACL)") from None
     except TRANSIENT_ERRORS as exc:
         raise RedisUnavailable(f"Redis at {describe_target(cfg.redis, url)} unavailable: {exc}") from None
     except RedisError as exc:  # WRONGTYPE, NOPERM, READONLY, OOM...

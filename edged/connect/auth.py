@@ -5,6 +5,7 @@ Secrets come only from files (or systemd's credential directory), never from the
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import ssl
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
+from redis.credentials import CredentialProvider
 
 from edged.config import RedisConfig, TLSConfig, config_error
 from edged.errors import ConfigError
@@ -68,6 +70,42 @@ def _read_secret_file(path: str) -> str:
     if not secret:
         raise ValueError(f"{path}: is empty (the password is its first line)")
     return secret
+
+
+class FileCredentials(CredentialProvider):
+    """The username and the password file, read again for every new connection: a password
+    rotated, or a wrong one fixed, is used from the next connection on without a restart.
+
+    A file that became unreadable since start-up (checked then: ``check_credentials``) keeps
+    the last password read; the server's answer then says whether it still works.
+    """
+
+    def __init__(self, username: str | None, path: str) -> None:
+        self.username = username
+        self.path = path
+        self._last = _read_secret_file(path)
+
+    def get_credentials(self) -> tuple[str] | tuple[str, str]:
+        with contextlib.suppress(ValueError):  # unreadable now: keep the last one read
+            self._last = _read_secret_file(self.path)
+        if self.username is None:
+            return (self._last,)
+        return (self.username, self._last)
+
+    async def get_credentials_async(self) -> tuple[str] | tuple[str, str]:
+        return self.get_credentials()
+
+
+def credential_kwargs(username: str | None, password_file: str | None,
+                      credential: str = CREDENTIAL_NAME) -> dict[str, Any]:
+    """redis-py options for the user and its password file (or systemd's credential)."""
+    path = secret_path(password_file, credential)
+    if path is not None:
+        try:
+            return {"credential_provider": FileCredentials(username, path)}
+        except ValueError as exc:  # named file, never its contents
+            raise ConfigError(f"password file {exc}") from None
+    return {} if username is None else {"username": username}
 
 
 def check_credentials(cfg: RedisConfig, source: str) -> None:

@@ -6,15 +6,16 @@ redis-py's own retries are off: callers own retrying, with backoff, where a retr
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from redis.asyncio import Redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from edged.config import DEFAULT_REDIS_URL, RedisConfig, TLSConfig, check_redis_url, redact_url
-from edged.connect.auth import NO_CLIENT_SETINFO, read_secret, tls_kwargs
+from edged.connect.auth import NO_CLIENT_SETINFO, credential_kwargs, read_secret, tls_kwargs
 from edged.connect.transient import FailoverAwareParser
 from edged.errors import ConfigError
 
@@ -46,6 +47,13 @@ def make_client(
         target = "rediss" + target[len("redis") :]
         scheme = "rediss"
     kwargs = _primary_kwargs(cfg, socket_timeout, client_name)
+    parts = urlsplit(target)
+    if (parts.username or parts.password) and kwargs.pop("credential_provider", None):
+        # A user in the URL: redis-py takes it from there and refuses a credential provider
+        # beside it; the password file is read once, and the URL's own password wins.
+        password = read_secret(cfg.password_file)
+        if password is not None and parts.password is None:
+            kwargs["password"] = password
     if scheme == "rediss":
         kwargs.update(tls_kwargs(tls or TLSConfig()))
     return Redis.from_url(target, **kwargs)
@@ -63,12 +71,19 @@ def _primary_kwargs(cfg: RedisConfig, socket_timeout: float, client_name: str | 
         "parser_class": FailoverAwareParser,
         **NO_CLIENT_SETINFO,
     }
-    password = read_secret(cfg.password_file)
-    if password is not None:
-        kwargs["password"] = password
-    if cfg.username is not None:
-        kwargs["username"] = cfg.username
+    kwargs.update(credential_kwargs(cfg.username, cfg.password_file))
     return kwargs
+
+
+def describe_user(cfg: RedisConfig, url: str | None = None) -> str:
+    """The ACL user we log in as, for messages: the URL's, the config's, or ``default``."""
+    target = url or (cfg.url if cfg.sentinel is None and cfg.cluster is None else None)
+    if target:
+        with contextlib.suppress(ValueError):
+            name = urlsplit(target).username
+            if name:
+                return unquote(name)
+    return cfg.username or "default"
 
 
 def describe_target(cfg: RedisConfig, url: str | None = None) -> str:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from redis.asyncio.connection import DefaultParser
 from redis.exceptions import (
+    AuthenticationError,
+    AuthenticationWrongNumberOfArgsError,
     ClusterDownError,
     ClusterError,
+    NoPermissionError,
     ReadOnlyError,
     RedisClusterException,
     SlotNotCoveredError,
@@ -44,5 +47,10 @@ class FailoverAwareParser(DefaultParser):  # type: ignore[misc,valid-type]
 # node answering (RedisClusterException); the client relearns the topology on the next command.
 CLUSTER_TRANSIENT_ERRORS = (ClusterDownError, TryAgainError, SlotNotCoveredError, ClusterError,
                             RedisClusterException)
+# Redis refused the user: a wrong password (WRONGPASS, NOAUTH: an AuthenticationError is a
+# ConnectionError to redis-py, so test for these first) or an ACL that denies a command
+# (NOPERM). Retrying may still help (a password file gets fixed, an ACL granted), but they are
+# errors to report as such, never as an outage.
+AUTH_ERRORS = (AuthenticationError, AuthenticationWrongNumberOfArgsError, NoPermissionError)
 TRANSIENT_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError,
                     *CLUSTER_TRANSIENT_ERRORS)

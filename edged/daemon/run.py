@@ -27,8 +27,8 @@ from redis.exceptions import RedisError
 from edged import __version__
 from edged.backoff import Backoff
 from edged.config import Config
-from edged.connect.client import describe_target, make_client
-from edged.connect.transient import TRANSIENT_ERRORS
+from edged.connect.client import describe_target, describe_user, make_client
+from edged.connect.transient import AUTH_ERRORS, TRANSIENT_ERRORS
 from edged.consume.consumer import StreamConsumer
 from edged.consume.reader import use_raw_stream_replies
 from edged.consume.slots import Slots
@@ -81,6 +81,8 @@ class Daemon:
         self.exit_code = 0
         self.failovers = 0
         self.forced = False
+        # Redis refused our user (wrong password, ACL): reported as such, not as an outage.
+        self.access_problem: str | None = None
         # Safe retention: the streams with retention or max-len (and their dead-letter streams).
         targets = trim_targets(config)
         self._trimmer = (Trimmer(self.client, self.scripts, key_prefix(config), consumer, targets)
@@ -121,7 +123,8 @@ class Daemon:
         """The one status every observer reads (see status.py)."""
         return snapshot(self.consumer, self.streams, stopping=self.stopping,
                         failovers=self.failovers, read_block=self.config.daemon.read_block.seconds,
-                        outbox=None if self.outbox is None else self.outbox.depth.entries)
+                        outbox=None if self.outbox is None else self.outbox.depth.entries,
+                        access=self.access_problem)
 
     def stop(self) -> None:
         """Begin the drain (idempotent)."""
@@ -246,6 +249,7 @@ class Daemon:
         while not self.stopping:
             try:
                 await self.heartbeat.claim(self.takeover)
+                self.access_problem = None
                 return True
             except ConsumerNameTaken as exc:
                 log.error("%s", exc)
@@ -253,10 +257,23 @@ class Daemon:
                 return False
             except (*TRANSIENT_ERRORS, RedisError) as exc:  # e.g. NOPERM: say so, keep trying
                 delay = backoff.next_delay()
-                log.warning("cannot record heartbeat (%s); retrying in %.1fs", exc, delay)
+                if not self._access_refused(exc, delay):
+                    log.warning("cannot record heartbeat (%s); retrying in %.1fs", exc, delay)
                 with anyio.move_on_after(delay):
                     await self.stop_requested.wait()
         return False
+
+    def _access_refused(self, exc: BaseException, delay: float) -> bool:
+        """Log a refused login or command at ERROR, and keep it for /readyz, /healthz,
+        STATUS= and `edged check`; False if ``exc`` is something else."""
+        if not isinstance(exc, AUTH_ERRORS):
+            return False
+        user = describe_user(self.config.redis, self.url)
+        self.access_problem = f"Redis refused user {user}: {exc}"
+        log.error("%s; retrying in %.1fs (fix [redis] username or password-file, or the user's "
+                  "ACL: the password file is read again for every connection)",
+                  self.access_problem, delay)
+        return True
 
     def _superseded(self, why: str) -> None:
         log.error("stopping: %s", why.replace("is held by", "was taken over by"))
@@ -313,7 +330,9 @@ class Daemon:
                 break
             except TRANSIENT_ERRORS as exc:
                 delay = backoff.next_delay()
-                log.warning("Redis at %s unavailable (%s); retrying in %.1fs", target, exc, delay)
+                if not self._access_refused(exc, delay):
+                    log.warning("Redis at %s unavailable (%s); retrying in %.1fs", target, exc,
+                                delay)
                 with anyio.move_on_after(delay):
                     await self.stop_requested.wait()
             except RedisError as exc:  # e.g. an ACL user without INFO: the summary is optional

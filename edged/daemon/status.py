@@ -146,7 +146,8 @@ class DaemonStatus:
 
 
 def snapshot(consumer: str, streams: Sequence[StreamConsumer], *, stopping: bool,
-             failovers: int, read_block: float, outbox: int | None = None) -> DaemonStatus:
+             failovers: int, read_block: float, outbox: int | None = None,
+             access: str | None = None) -> DaemonStatus:
     """The status of a daemon consuming ``streams`` now."""
     now = time.monotonic()
     limit = stall_limit(read_block)
@@ -154,6 +155,9 @@ def snapshot(consumer: str, streams: Sequence[StreamConsumer], *, stopping: bool
     degraded = [f"{row.name} for {row.degraded_seconds:.0f}s: {row.degraded}"
                 for row in rows if row.degraded]
     not_ready = ["draining"] if stopping else []
+    if access:  # Redis refused our user: no stream can be read, and waiting alone won't fix it
+        not_ready.append(access)
+        degraded.insert(0, access)
     for row in rows:
         if row.degraded:
             not_ready.append(f"{row.name}: degraded: {row.degraded}")
