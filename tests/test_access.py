@@ -102,3 +102,24 @@ def test_the_daemon_reports_a_wrong_password_and_recovers_once_the_file_is_fixed
     d.signal(signal.SIGTERM)
     assert d.wait_exit(30) == 0
     assert "not-it" not in d.output() and PASSWORD not in d.output()
+
+
+def test_a_server_that_never_answers_is_reported_after_the_timeout(tmp_path: Path) -> None:
+    """A server that takes connections and never answers (SIGSTOP) is reported after --timeout,
+    or the config's connect-timeout without it: exit 69, one line, no hang."""
+    import os
+
+    silent = Server(port=free_port(), data_dir=tmp_path / "silent").start()
+    os.kill(silent.pid, signal.SIGSTOP)
+    try:
+        cfg = write_config(tmp_path / "c.toml", [],
+                           redis={"url": silent.url, "connect-timeout": "1s"})
+        for argv in (["groups", "--url", silent.url, "--timeout", "0.5"],
+                     ["status", "-c", str(cfg)], ["pending", "s", "-c", str(cfg), "--timeout", "1"],
+                     ["dlq", "list", "s", "-c", str(cfg)]):
+            out = run_edged(*argv, timeout=30)
+            assert out.returncode == 69, (argv, out.stderr)
+            assert "unavailable" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    finally:
+        os.kill(silent.pid, signal.SIGCONT)
+        silent.stop()

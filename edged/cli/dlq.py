@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 from edged.admin import dlq
 from edged.admin.shards import resolve
 from edged.cli.inspect import ShardOpt
-from edged.cli.options import ConfigOpt, JsonOpt, UrlOpt, exits, run_once
+from edged.cli.options import ConfigOpt, JsonOpt, TimeoutOpt, UrlOpt, exits, run_once
 from edged.cli.render import age, make_table, print_json, print_table
 from edged.config import Config
 from edged.errors import EXIT_FAILURE, UsageError
@@ -113,6 +113,7 @@ def list_entries(
     shard: ShardOpt = None,
     config: ConfigOpt = None,
     url: UrlOpt = None,
+    timeout: TimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List dead-letter entries, oldest first: reason, deliveries, where they came from.
@@ -157,6 +158,7 @@ def show(
     shard: ShardOpt = None,
     config: ConfigOpt = None,
     url: UrlOpt = None,
+    timeout: TimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show one dead-letter entry in full: metadata, whole reason, original fields.
@@ -199,6 +201,7 @@ def replay(
     shard: ShardOpt = None,
     config: ConfigOpt = None,
     url: UrlOpt = None,
+    timeout: TimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Re-publish entries to their original stream, original fields only, and remove them.
@@ -244,6 +247,7 @@ def purge(
     shard: ShardOpt = None,
     config: ConfigOpt = None,
     url: UrlOpt = None,
+    timeout: TimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Delete dead-letter entries for good: all of them, the --id ones, or those --before an id.

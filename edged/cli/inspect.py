@@ -46,6 +46,7 @@ from edged.cli.options import (
     GroupOpt,
     JsonOpt,
     StreamArg,
+    TimeoutOpt,
     UrlOpt,
     exits,
     redis_client,
@@ -342,6 +343,7 @@ def pending(
     watch: WatchOpt = None,
     config: ConfigOpt = None,
     url: UrlOpt = None,
+    timeout: TimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Pending entries of a group: a summary per consumer, or with --detail the entries.
@@ -389,6 +391,7 @@ def groups(
     check: CheckOpt = False,
     config: ConfigOpt = None,
     url: UrlOpt = None,
+    timeout: TimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Consumer groups with lag, pending, last-delivered id and a verdict:
@@ -410,6 +413,7 @@ def consumers(
     shard: ShardOpt = None,
     config: ConfigOpt = None,
     url: UrlOpt = None,
+    timeout: TimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Consumers of a group: pending, idle, inactive, alive (heartbeat), host, pid.
@@ -434,6 +438,7 @@ def status(
     check: CheckOpt = False,
     config: ConfigOpt = None,
     url: UrlOpt = None,
+    timeout: TimeoutOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """The fleet: every live daemon, then every group of the streams they read (and the

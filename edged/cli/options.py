@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import anyio
+import msgspec
 import typer
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -17,6 +18,7 @@ from redis.exceptions import RedisError
 from edged.config import DEFAULT_CONFIG_PATH, Config, check_redis_url, load_config
 from edged.connect.client import describe_target, describe_user, make_client
 from edged.connect.transient import AUTH_ERRORS, TRANSIENT_ERRORS
+from edged.durations import Duration
 from edged.errors import AccessDenied, ConfigError, EdgedError, RedisUnavailable
 from edged.state import read_cluster_record, read_record
 
@@ -37,6 +39,22 @@ UrlOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+# --timeout is read where the client is made (redis_client), not by each command: the option's
+# callback keeps it here for the one command this process runs.
+_timeout: list[float | None] = [None]
+
+
+def _keep_timeout(value: float | None) -> float | None:
+    _timeout[0] = value
+    return value
+
+
+TimeoutOpt = Annotated[float | None, typer.Option(
+    "--timeout", min=0.1, callback=_keep_timeout, show_default=False,
+    help="Seconds to wait for Redis to take the connection and to answer each command "
+    "[default: the config's connect-timeout, 5s]: a server that takes connections and never "
+    "answers is reported after it (exit 69).")]
 StreamArg = Annotated[str, typer.Argument(help="The stream.")]
 GroupOpt = Annotated[str, typer.Option("--group", "-g", help="Consumer group.")]
 IdsArg = Annotated[list[str], typer.Argument(help="Entry ids (like 1712345678901-0).")]
@@ -101,7 +119,9 @@ def check_url_override(url: str, url_from: str) -> None:
 @asynccontextmanager
 async def redis_client(cfg: Config, url: str | None) -> AsyncIterator[Redis]:
     """A client for one command; Redis errors become one clear line and the right exit code."""
-    client = make_client(cfg.redis, url=url)
+    timeout = _timeout[0] or cfg.redis.connect_timeout.seconds
+    redis_cfg = msgspec.structs.replace(cfg.redis, connect_timeout=Duration(timeout))
+    client = make_client(redis_cfg, url=url, socket_timeout=timeout)
     try:
         yield client
     except AUTH_ERRORS as exc:  # before TRANSIENT_ERRORS: a wrong password is no outage
