@@ -551,6 +551,10 @@ class OutboxConfig(_Section, frozen=True):
     wait_timeout: WaitTimeout = Duration(1)
     """How long each forwarded batch waits for ``wait-replicas``; a batch not replicated in
     time stays in the outbox and is sent again (the copies carry the same ``edged-msgid``)."""
+    shards: dict[str, Annotated[int, Meta(ge=1, le=MAX_SHARDS)]] = {}
+    """The shard count of each sharded stream publishes may go to, as the consumers have it
+    (``{ telemetry = 6 }``), so that ``key=`` picks the same shard. The ``shards`` of this
+    config's own ``[[streams]]`` count too; a stream in neither takes entries unsharded."""
 
     def __post_init__(self) -> None:
         _check_durations(self)
@@ -559,6 +563,9 @@ class OutboxConfig(_Section, frozen=True):
                                             'bits like "0660"')
         if self.socket is not None and not self.socket.startswith("/"):
             raise FieldError("socket", f"{self.socket!r}: give an absolute path")
+        for name in self.shards:
+            if not name:
+                raise FieldError("shards", "a stream name cannot be empty")
 
     def mode_bits(self) -> int:
         return int(self.socket_mode, 8)
@@ -582,10 +589,8 @@ class Config(_Section, frozen=True):
         _check_dead_letters(self.streams, cluster)
         if cluster:
             _check_cluster_prefix(self.daemon.key_prefix)
-        if self.outbox is not None and self.outbox.socket is None and not (
-                self.outbox.http and self.daemon.listen):
-            raise FieldError("outbox.socket", "nothing could publish: set a socket, or keep "
-                                              "[daemon] listen and outbox http = true")
+        if self.outbox is not None:
+            _check_outbox_reach(self.outbox, self.daemon.listen)
 
     def redacted(self) -> dict[str, Any]:
         """The config as plain data, safe to print: secrets are never in it, URLs lose passwords."""
@@ -594,6 +599,28 @@ class Config(_Section, frozen=True):
         if url:
             data["redis"]["url"] = redact_url(url)
         return data
+
+
+def _check_outbox_reach(outbox: OutboxConfig, listen: str) -> None:
+    """Something can publish, and over HTTP only from this host: the publish endpoint has no
+    authentication, so a listen address other networks reach would open it to them."""
+    if outbox.socket is None and not (outbox.http and listen):
+        raise FieldError("outbox.socket", "nothing could publish: set a socket, or keep "
+                                          "[daemon] listen and outbox http = true")
+    if outbox.http and listen and not _is_loopback(split_host_port(listen)[0]):
+        raise FieldError("outbox.http", f"[daemon] listen {listen} is reachable from other "
+                                        "hosts, and publishing has no authentication: set "
+                                        "http = false (publish on the socket) or listen on "
+                                        "loopback")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_pairs_unique(streams: list[StreamConfig]) -> None:

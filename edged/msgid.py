@@ -41,6 +41,15 @@ class MonotonicUlid:
         self._last_ms = -1
         self._last_random = 0
 
+    def start_after(self, ulid: str) -> None:
+        """Make every later id greater than ``ulid`` (one made by an earlier run)."""
+        value = 0
+        for char in ulid:
+            value = value * 32 + ALPHABET.index(char)
+        ms, random_part = value >> _RANDOM_BITS, value & _RANDOM_MAX
+        if (ms, random_part) > (self._last_ms, self._last_random):
+            self._last_ms, self._last_random = ms, random_part
+
     def new(self) -> str:
         now = time.time_ns() // 1_000_000
         if now > self._last_ms:

@@ -8,7 +8,7 @@ entries of one key stay in one shard, in publish order; entries without a key go
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
@@ -108,6 +108,79 @@ async def add_entries(
     if chunk:
         await flush()
     return ids
+
+
+async def add_atomically(
+    client: Redis,
+    stream: str,
+    entries: Sequence[Mapping[str, bytes]],
+    *,
+    wait_replicas: int = 0,
+    wait_timeout: float = 1.0,
+) -> tuple[list[str], int]:
+    """XADD the entries in one MULTI/EXEC (all of them or none), then WAIT on the same
+    connection; (the new ids, how many replicas acknowledged them; 0 without WAIT).
+
+    All or none: a pipeline half refused (OOM on the 201st of 500) and then sent again would
+    put the first 200 in the stream twice, and the rest out of order. The outbox forwards with
+    this. On a cluster all of it goes to the primary of the stream's slot; a slot that moved
+    fails the whole batch (the map is learned again for the next try).
+    """
+    sent: list[list[Any]] = [["MULTI"], *(_xadd(stream, e, None) for e in entries), ["EXEC"]]
+    if wait_replicas:
+        sent.append(["WAIT", wait_replicas, int(wait_timeout * 1000)])
+    if isinstance(client, RedisCluster):
+        await client.initialize()
+        node = client.get_node_from_key(stream)
+        if node is None:
+            raise EdgedError(f"no cluster node serves the slot of {stream!r}")
+        try:
+            replies = await _exchange_on_node(node, sent)
+        except (RedisConnectionError, RedisTimeoutError):
+            await _relearn(client)
+            raise
+    else:
+        pool = client.connection_pool
+        connection = await pool.get_connection()
+        try:
+            replies = await _exchange(connection, sent)
+        finally:
+            await pool.release(connection)
+    executed = replies[len(entries) + 1]
+    failed = next((r for r in [*replies[:len(entries) + 1], executed] if isinstance(r, Exception)),
+                  None)
+    if failed is None and isinstance(executed, list):
+        failed = next((r for r in executed if isinstance(r, Exception)), None)
+    if failed is not None:
+        if isinstance(client, RedisCluster) and isinstance(failed, AskError | ResponseError):
+            await _relearn(client)
+        raise failed
+    acked = int(replies[-1]) if wait_replicas and not isinstance(replies[-1], Exception) else 0
+    return [_text(r) for r in executed], acked
+
+
+async def _exchange(connection: Any, sent: list[list[Any]]) -> list[Any]:
+    """Send ``sent`` on one connection; each reply, error replies as values."""
+    try:
+        await connection.send_packed_command(connection.pack_commands(sent))
+        replies: list[Any] = []
+        for _ in sent:
+            try:
+                replies.append(await connection.read_response())
+            except ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        await connection.disconnect()  # replies may be left unread on it
+        raise
+    return replies
+
+
+async def _exchange_on_node(node: Any, sent: list[list[Any]]) -> list[Any]:
+    connection = node.acquire_connection()
+    try:
+        return await _exchange(connection, sent)
+    finally:
+        node.release(connection)
 
 
 async def publish_sharded(
@@ -232,20 +305,8 @@ async def _send_on_one_connection(node: Any, commands: list[list[Any]], wait_rep
     for command in commands:
         sent += [["ASKING"], command] if asking else [command]
     sent.append(["WAIT", wait_replicas, wait_ms])
-    connection = node.acquire_connection()
-    try:
-        await connection.send_packed_command(connection.pack_commands(sent))
-        replies: list[Any] = []
-        for _ in sent:
-            try:
-                replies.append(await connection.read_response())
-            except ResponseError as exc:  # MOVED, ASK; WAIT on a node no longer primary
-                replies.append(exc)
-    except BaseException:
-        await connection.disconnect()  # replies may be left unread on it
-        raise
-    finally:
-        node.release(connection)
+    # Errors come back as values: MOVED, ASK; WAIT on a node no longer primary.
+    replies = await _exchange_on_node(node, sent)
     if asking:
         return [*replies[1:-1:2], replies[-1]]
     return replies

@@ -169,6 +169,13 @@ def test_bad_requests_are_refused_whole_and_say_what_is_wrong(
     conn.request("GET", path)
     assert conn.getresponse().status == 405
     conn.close()
+    # A browser (it sends Origin) may not publish; nor may a head past 8 KiB or 100 001 lines.
+    status, reply = post(listen, path, ndjson({"ok": 1}), headers={"Origin": "http://evil.test"})
+    assert status == 403
+    status, reply = post(listen, path, ndjson({"ok": 1}), headers={"X-Big": "x" * 9000})
+    assert status == 431
+    status, reply = post(listen, path, b"1\n" * 100_001)
+    assert status == 400 and "at most 100000 lines" in reply["error"]
     assert metric(listen, "edged_outbox_accepted_total") == 0
     assert r.exists(stream) == 0, "nothing of a refused request reached Redis"
 
@@ -199,6 +206,46 @@ def test_a_sharded_stream_takes_the_shard_of_the_key(
     assert reply["shards"] == [shard] * 10
     wait_for(lambda: r.xlen(shard) == 10, 20, what="all ten in the key's shard")
     assert [json.loads(e[b"payload"])["n"] for e in entries(r, shard)] == list(range(10))
+
+
+def test_a_host_that_only_produces_learns_the_shards_from_its_outbox_table(
+        server: Server, r: redis.Redis, stream: str, tmp_path: Path,
+        spawned: list[DaemonProcess]) -> None:
+    """No [[streams]]: `[outbox] shards` says the stream has 3 shards, so `key=` lands where
+    the consumers (elsewhere) read, not in a plain key nobody reads."""
+    _, listen, _ = start_outbox_daemon(tmp_path, server.url, spawned, shards={stream: 3})
+    status, reply = post(listen, f"/v1/publish/{stream}?key=k-9", ndjson({"n": 1}, {"n": 2}))
+    assert status == 202, reply
+    shard = shard_names(stream, 3)[shard_for_key("k-9", 3)]
+    assert reply["shards"] == [shard, shard]
+    wait_for(lambda: r.xlen(shard) == 2, 20, what="both in the key's shard")
+    assert r.exists(stream) == 0
+
+
+def test_a_batch_redis_half_refuses_goes_in_whole_or_not_at_all(
+        tmp_path: Path, spawned: list[DaemonProcess]) -> None:
+    """maxmemory leaves room for about half of a 200-entry batch: Redis refuses the batch
+    (OOM), and nothing of it is written; raised, the batch goes in once, whole and in order.
+    A plain pipeline would have written the first half, then all of it again on the retry."""
+    own = Server(port=free_port(), data_dir=tmp_path / "srv").start()
+    client = own.client()
+    try:
+        d, listen, _ = start_outbox_daemon(tmp_path, own.url, spawned, batch=200)
+        used = int(client.info("memory")["used_memory"])
+        client.config_set("maxmemory", used + 1_000_000)
+        client.config_set("maxmemory-policy", "noeviction")
+        body = ndjson(*({"n": i, "pad": "x" * 10_000} for i in range(200)))
+        status, reply = post(listen, "/v1/publish/oom", body)
+        assert status == 202, reply
+        d.wait_output("cannot forward to stream oom")
+        assert client.exists("oom") == 0, "part of a refused batch was written"
+        client.config_set("maxmemory", 0)
+        wait_for(lambda: client.exists("oom") and client.xlen("oom") == 200, 30,
+                 what="the batch forwarded once the memory is there")
+        assert [json.loads(e[b"payload"])["n"] for e in entries(client, "oom")] == list(range(200))
+    finally:
+        client.close()
+        own.stop()
 
 
 def test_one_refused_stream_holds_back_only_itself(
@@ -293,6 +340,10 @@ def test_message_ids_strictly_increase_even_when_the_clock_steps_back(
     monkeypatch.setattr(time, "time_ns", lambda: now - 10**12)  # 1000 s back
     later = [ids.new() for _ in range(10)]
     assert later == sorted(later) and later[0] > made[-1]
+    # A new run (a new generator) whose clock is behind still starts above the last id made.
+    restarted = MonotonicUlid()
+    restarted.start_after(later[-1])
+    assert restarted.new() > later[-1]
 
 
 def test_event_msgid_and_the_exec_environment() -> None:
@@ -324,6 +375,12 @@ def test_sizes_and_outbox_config_errors_name_the_field() -> None:
         parse_config({"daemon": {"listen": ""}, "outbox": {}})
     with pytest.raises(ConfigError, match="nothing could publish"):
         parse_config({"outbox": {"http": False}})
+    with pytest.raises(ConfigError, match=r"reachable from other hosts.*\$\.outbox\.http"):
+        parse_config({"daemon": {"listen": "0.0.0.0:9478"}, "outbox": {}})
+    parse_config({"daemon": {"listen": "0.0.0.0:9478"},  # metrics for all, publish on the socket
+                  "outbox": {"http": False, "socket": "/run/edged/publish.sock"}})
+    with pytest.raises(ConfigError, match=r"\$\.outbox\.shards"):
+        parse_config({"outbox": {"shards": {"telemetry": 0}}})
 
 
 def _rows(n: int, stream: str = "s", start: int = 0) -> list[Row]:
@@ -349,6 +406,7 @@ def test_the_store_keeps_order_depth_and_limits_across_reopening(tmp_path: Path)
     again = OutboxStore(path, max_entries=10, max_bytes=10_000)
     again.open()
     assert again.depth.entries == 4
+    assert again.last_msgid == "id00005", "the newest id made is kept for the next run"
     assert [decode_fields(s.fields)["edged-msgid"] for s in again.oldest(10)] == [
         b"id00002", b"id00003", b"id00004", b"id00005"]
     again.remove([s.seq for s in again.oldest(10)])

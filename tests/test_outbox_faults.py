@@ -250,12 +250,12 @@ def test_redis_paused_while_publishing_loses_nothing_and_keeps_order(
         tmp_path: Path, spawned: list[DaemonProcess]) -> None:
     """5 000 entries ({"n": i}) in requests of 50, batch 200. After 1 000 are accepted the
     server is SIGSTOPped; the other 4 000 are published while it is paused: every request must
-    get 202. The server stays paused until the forwarder has reported a failed round trip
-    (its socket timed out: the XADDs it sent may still run once the server resumes, and the
-    batch is sent again), and /metrics shows entries waiting. After SIGCONT the stream must
-    hold exactly the 5 000 accepted message ids, payloads intact, in the accepted order once
-    duplicates (legal: same msgid, same fields) are dropped keeping the first, and the outbox
-    must drain to 0."""
+    get 202. The server stays paused until the forwarder has reported two failed round trips
+    (its socket timed out: the batch it sent may still run once the server resumes, and is sent
+    again), and /metrics shows entries waiting. After SIGCONT the stream must hold exactly the
+    5 000 accepted message ids, payloads intact, in the accepted order once duplicates (legal:
+    same msgid, same fields) are dropped keeping the first; at most that one batch is
+    duplicated, once, however many retries the hang saw; the outbox must drain to 0."""
     srv = own_server(tmp_path, "srv")
     r = srv.client()
     stream = f"ob:{uid()}"
@@ -267,7 +267,9 @@ def test_redis_paused_while_publishing_loses_nothing_and_keeps_order(
         accepted = publish_numbered(d, stream, range(0, 1000), 50, payloads)
         with paused(srv):
             accepted += publish_numbered(d, stream, range(1000, 5000), 50, payloads)
-            d.proc.wait_output("cannot forward to stream", timeout=30)
+            # Two failed attempts: the second one is a retry while Redis still hangs, which
+            # must send nothing (a probe first) rather than queue another copy of the batch.
+            d.proc.wait_output("cannot forward to stream", timeout=60, count=2)
             assert d.outbox_entries() > 0, "nothing waited in the outbox: the pause tested nothing"
         wait_for(lambda: msgids_in(r, stream) >= set(accepted), FLUSH_TIMEOUT,
                  what=lambda: f"all 5000 entries in the stream (xlen {r.xlen(stream)}); "
@@ -278,8 +280,9 @@ def test_redis_paused_while_publishing_loses_nothing_and_keeps_order(
         failures = forward_failures(d)
         print(f"\n{r.xlen(stream)} entries in the stream for 5000 accepted; "
               f"{len(dups)} message ids duplicated; {failures} failed forward attempts")
-        assert len(dups) <= 200 * failures and max(dups.values(), default=0) <= 1 + failures, (
-            f"{len(dups)} ids duplicated, more than one batch per failed attempt ({failures})")
+        assert len(dups) <= 200 and max(dups.values(), default=0) <= 2, (
+            f"{len(dups)} ids duplicated over {failures} failed attempts: more than the one "
+            "batch in flight when Redis stopped answering")
         assert d.proc.proc.poll() is None, d.proc.output()
     finally:
         resume(srv)
@@ -322,7 +325,7 @@ def test_redis_killed_and_restarted_empty_gets_every_waiting_entry(
         wait_for(lambda: d.outbox_entries() == 0, 15, what="the outbox drained")
         dups = check_delivered(stream_entries(r, stream), after, payloads)
         assert [payloads[m]["n"] for m in after] == list(range(1000, 5000))
-        assert len(dups) <= 200 * forward_failures(d), dups
+        assert len(dups) <= 200, dups
         assert d.proc.proc.poll() is None, d.proc.output()
     finally:
         r.close()

@@ -139,19 +139,21 @@ def publish(
 
 def _through_daemon(cfg: Config, via_daemon: bool, direct: bool, url: str | None) -> str | None:
     """Where the daemon takes publishes if this publish goes through it, else None."""
-    from edged.outbox.client import daemon_answers, endpoint
+    from edged.outbox.client import DaemonUnavailable, endpoints, reachable
 
     if via_daemon and (direct or url):
         raise UsageError("--via-daemon goes through the daemon: not with --direct or --url")
     if direct or url:
         return None
-    where = endpoint(cfg)
-    if via_daemon:
-        if where is None:
+    where = reachable(cfg)
+    if via_daemon and where is None:
+        tried = endpoints(cfg)
+        if not tried:
             raise UsageError("--via-daemon: the config has no [outbox] (with a socket, or "
                              "[daemon] listen and http = true) to say where the daemon is")
-        return where
-    return where if where is not None and daemon_answers(where) else None
+        raise DaemonUnavailable(f"no daemon takes publishes at {' or '.join(tried)}; nothing "
+                                "was published")
+    return where
 
 
 def _publish_via_daemon(where: str, stream: str, bodies: list[bytes], fields: dict[str, bytes],

@@ -35,11 +35,12 @@ log = logging.getLogger("edged.http")
 READ_TIMEOUT = 5.0  # a client gets this long to send its request line and headers
 BODY_TIMEOUT = 60.0  # and this long to send a publish body
 MAX_REQUEST = 8192
-MAX_BODY = 64 * 2**20  # one publish request; a producer with more sends several
+MAX_BODY = 16 * 2**20  # one publish request; a producer with more sends several
 TEXT = "text/plain; charset=utf-8"
-REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 404: "Not Found",
+REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
            405: "Method Not Allowed", 411: "Length Required", 413: "Content Too Large",
-           503: "Service Unavailable", 507: "Insufficient Storage"}
+           431: "Request Header Fields Too Large", 503: "Service Unavailable",
+           507: "Insufficient Storage"}
 PUBLISH_PREFIX = b"/v1/publish/"
 
 Reply = tuple[int, str, bytes]
@@ -133,14 +134,16 @@ class HealthServer:
             try:
                 with anyio.fail_after(READ_TIMEOUT):
                     head, rest = await _read_head(stream)
-                if publishes and _is_publish(head):
+                if head is None:
+                    status, ctype, body = 431, TEXT, b"request line and headers too long\n"
+                elif publishes and _is_publish(head):
                     status, ctype, body = await self._publish(stream, head, rest)
                 else:
                     status, ctype, body = self.respond(head)
                 reply = (f"HTTP/1.0 {status} {REASONS[status]}\r\nContent-Type: {ctype}\r\n"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n")
                 if status == 405:
-                    reply += "Allow: GET\r\n"
+                    reply += f"Allow: {'POST' if head and _is_publish_path(head) else 'GET'}\r\n"
                 await stream.send(reply.encode() + b"\r\n" + body)
             except (TimeoutError, OSError, anyio.EndOfStream, anyio.BrokenResourceError,
                     anyio.ClosedResourceError):
@@ -152,6 +155,10 @@ class HealthServer:
     async def _publish(self, stream: anyio.abc.ByteStream, head: bytes, rest: bytes) -> Reply:
         """Read the body of a publish request and hand it to the outbox."""
         assert self._publisher is not None
+        if _header(head, b"origin") is not None:
+            # Browsers send Origin with every cross-site POST: a web page open on this host
+            # must not publish through the daemon. Producers (curl, edged, libraries) send none.
+            return 403, TEXT, b"publishing from a web page is refused (Origin header)\n"
         length = _content_length(head)
         if length is None:
             return 411, TEXT, b"send the body with a Content-Length (no chunked encoding)\n"
@@ -192,22 +199,38 @@ class HealthServer:
         return 200, TEXT, b"ok\n"
 
 
-async def _read_head(stream: anyio.abc.ByteStream) -> tuple[bytes, bytes]:
-    """The request line and headers, and what of the body came with them."""
+async def _read_head(stream: anyio.abc.ByteStream) -> tuple[bytes | None, bytes]:
+    """The request line and headers, and what of the body came with them; (None, b"") when
+    they pass MAX_REQUEST without ending."""
     data = b""
     while True:
-        for end in (b"\r\n\r\n", b"\n\n"):
-            at = data.find(end)
-            if at >= 0:
-                return data[:at + len(end)], data[at + len(end):]
+        ends = [(at, len(end)) for end in (b"\r\n\r\n", b"\n\n")
+                if (at := data.find(end)) >= 0]
+        if ends:  # the earliest end: the body may hold the other one
+            at, size = min(ends)
+            if at > MAX_REQUEST:
+                return None, b""
+            return data[:at + size], data[at + size:]
         if len(data) > MAX_REQUEST:
-            return data, b""
+            return None, b""
         data += await stream.receive(4096)
 
 
-def _is_publish(head: bytes) -> bool:
+def _is_publish_path(head: bytes) -> bool:
     parts = head.split(b"\n", 1)[0].split()
-    return len(parts) == 3 and parts[0] == b"POST" and parts[1].startswith(PUBLISH_PREFIX)
+    return len(parts) == 3 and parts[1].startswith(PUBLISH_PREFIX)
+
+
+def _is_publish(head: bytes) -> bool:
+    return _is_publish_path(head) and head.startswith(b"POST ")
+
+
+def _header(head: bytes, name: bytes) -> bytes | None:
+    for line in head.split(b"\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            return value.strip()
+    return None
 
 
 def _content_length(head: bytes) -> int | None:

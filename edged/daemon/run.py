@@ -98,7 +98,8 @@ class Daemon:
         cfg = self.config.outbox
         if cfg is None:
             return None
-        outbox = Outbox(cfg, {s.stream: s.shards for s in self.config.streams if s.shards > 1})
+        shards = {s.stream: s.shards for s in self.config.streams if s.shards > 1}
+        outbox = Outbox(cfg, {**shards, **cfg.shards})
         outbox.open()
         return outbox
 

@@ -49,16 +49,22 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock.connect(self._path)
 
 
-def endpoint(cfg: Config) -> str | None:
-    """Where the daemon takes publishes, as text (``unix:/run/edged/publish.sock`` or
-    ``http://127.0.0.1:9478``); None when the config has no [outbox]."""
+def endpoints(cfg: Config) -> list[str]:
+    """Where the daemon takes publishes, in the order to try them: the socket
+    (``unix:/run/edged/publish.sock``), then the listen address (``http://127.0.0.1:9478``);
+    empty when the config has no [outbox]."""
     if cfg.outbox is None:
-        return None
-    if cfg.outbox.socket:
-        return f"unix:{cfg.outbox.socket}"
+        return []
+    found = [f"unix:{cfg.outbox.socket}"] if cfg.outbox.socket else []
     if cfg.outbox.http and cfg.daemon.listen:
-        return f"http://{cfg.daemon.listen}"
-    return None
+        found.append(f"http://{cfg.daemon.listen}")
+    return found
+
+
+def reachable(cfg: Config) -> str | None:
+    """The first of ``endpoints`` where a daemon answers (a user not allowed on the socket
+    gets the listen address); None when none does."""
+    return next((where for where in endpoints(cfg) if daemon_answers(where)), None)
 
 
 def _connection(where: str, timeout: float) -> http.client.HTTPConnection:
@@ -92,13 +98,20 @@ def publish_via_daemon(where: str, stream: str, bodies: list[bytes], fields: dic
     path = "/v1/publish/" + quote(stream, safe="") + ("?" + urlencode(query) if query else "")
     connection = _connection(where, TIMEOUT)
     try:
-        connection.request("POST", path, body=b"\n".join(bodies) + b"\n",
-                           headers={"Content-Type": "application/x-ndjson"})
-        response = connection.getresponse()
-        status, data = response.status, response.read()
-    except OSError as exc:
-        raise DaemonUnavailable(f"no daemon takes publishes at {where} ({exc}); nothing was "
-                                "published") from None
+        try:
+            connection.connect()
+        except OSError as exc:
+            raise DaemonUnavailable(f"no daemon takes publishes at {where} ({exc}); nothing "
+                                    "was published") from None
+        try:
+            connection.request("POST", path, body=b"\n".join(bodies) + b"\n",
+                               headers={"Content-Type": "application/x-ndjson"})
+            response = connection.getresponse()
+            status, data = response.status, response.read()
+        except OSError as exc:  # sent, maybe taken: sending again could make copies
+            raise EdgedError(f"the daemon at {where} did not answer ({exc}): the entries may "
+                             "or may not have been accepted; check (edged_outbox_accepted_total, "
+                             "the stream) before sending them again") from None
     finally:
         connection.close()
     if status == 202:

@@ -41,6 +41,9 @@ class OutboxCollector(Collector):
                                   value=stats.accepted)
         yield CounterMetricFamily("edged_outbox_forwarded", "Entries Redis acknowledged and the "
                                   "outbox let go.", value=stats.forwarded)
+        yield CounterMetricFamily("edged_outbox_unreplicated", "Entries forwarded that fewer "
+                                  "than wait-replicas replicas acknowledged in wait-timeout (on "
+                                  "the primary; not sent again).", value=stats.unreplicated)
         refused = CounterMetricFamily("edged_outbox_refused", "Entries refused, by reason: full "
                                       "(max-entries or max-bytes), closed (starting or stopping), "
                                       "write_failed (disk).", labels=["reason"])

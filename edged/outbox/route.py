@@ -23,6 +23,7 @@ from edged.outbox.service import Outbox, OutboxClosed, OutboxWriteFailed
 from edged.outbox.store import OutboxFull
 
 PREFIX = b"/v1/publish/"
+MAX_ENTRIES = 100_000  # per request: parsing more at once would hold up the event loop
 JSON = "application/json"
 RESERVED = (PAYLOAD_FIELD, MSGID_FIELD)
 
@@ -60,6 +61,9 @@ def parse_target(path: bytes, query: bytes) -> tuple[str, str | None, dict[str, 
 
 def parse_lines(body: bytes) -> list[bytes]:
     """The JSON payloads of an NDJSON body, compactly encoded; BadPublish names a bad line."""
+    if body.count(b"\n") > MAX_ENTRIES:
+        raise BadPublish(f"at most {MAX_ENTRIES} lines per request; send more in several; "
+                         "nothing was accepted")
     payloads = []
     for n, line in enumerate(body.split(b"\n"), start=1):
         if not line.strip():

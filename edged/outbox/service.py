@@ -1,15 +1,16 @@
-"""The daemon's outbox: accept local publishes durably, forward them to Redis in order.
+"""The daemon's outbox: accept local publishes durably; forward.py sends them to Redis.
 
 Accepting: each publish (one request, one or more entries) waits while a writer task commits
 it. The writer takes every publish waiting at that moment into one SQLite transaction (group
 commit): one fsync covers many concurrent producers, and each is answered only once its entries
 are on disk. A publish that would pass max-entries or max-bytes is refused whole.
 
-Forwarding: the oldest ``batch`` entries are read, grouped by stream (order kept within each),
-XADDed in one pipeline per stream (then WAIT when wait-replicas is set), and removed from the
-file only after Redis answered. A stream Redis refuses (down, NOPERM, WRONGTYPE, OOM) waits on
-its own backoff while the other streams go on: one bad stream holds back only itself. A crash
-between the XADD and the removal sends that batch again; the copies carry the same edged-msgid.
+Forwarding (forward.py): the oldest entries, per stream in one MULTI/EXEC, removed from the
+file only after Redis took them.
+
+Message ids increase across restarts too: the last one made is kept in the file with each
+commit, and a new generator starts above it (a clock that stepped back, or a device without a
+real-time clock, would otherwise make ids lower than those already sent).
 """
 
 from __future__ import annotations
@@ -24,16 +25,12 @@ import anyio
 import anyio.to_thread
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from edged.backoff import Backoff
 from edged.config import OutboxConfig
-from edged.connect.transient import TRANSIENT_ERRORS
-from edged.errors import EdgedError
 from edged.keys import MSGID_FIELD, PAYLOAD_FIELD
 from edged.msgid import MonotonicUlid
-from edged.outbox.store import Depth, OutboxFull, OutboxStore, Row, Stored, row_size
-from edged.publish import add_entries
+from edged.outbox.forward import Forwarder, OutboxStats
+from edged.outbox.store import Depth, OutboxFull, OutboxStore, Row, row_size
 from edged.sharding import RoundRobin, shard_for_key, shard_names
 from edged.state import state_dir
 
@@ -52,17 +49,6 @@ class OutboxWriteFailed(Exception):
 
 
 @dataclass
-class OutboxStats:
-    accepted: int = 0
-    refused: dict[str, int] = field(default_factory=lambda: {"full": 0, "closed": 0,
-                                                             "write_failed": 0})
-    forwarded: int = 0
-    forward_errors: int = 0
-    blocked: dict[str, str] = field(default_factory=dict)
-    """Stream → why forwarding to it waits now."""
-
-
-@dataclass
 class Accepted:
     ids: list[str]
     """The edged-msgid of each entry, in the order given."""
@@ -76,12 +62,6 @@ class _Publish:
     done: anyio.Event = field(default_factory=anyio.Event)
     result: Accepted | None = None
     error: Exception | None = None
-
-
-@dataclass
-class _Blocked:
-    backoff: Backoff
-    until: float
 
 
 def default_path() -> Path:
@@ -102,14 +82,13 @@ class Outbox:
         self._disk = anyio.CapacityLimiter(1)  # one SQLite call at a time, off the event loop
         self._waiting: list[_Publish] = []
         self._work = anyio.Event()
-        self._stored = anyio.Event()
-        self._blocked: dict[str, _Blocked] = {}
-        self._settling = False
-        self._idle = anyio.Event()  # set once the forwarder stopped between two batches
+        self.forwarder = Forwarder(self.store, cfg, self._disk, self.stats)
 
     def open(self) -> None:
         """Open and check the file (blocking; at start-up, before Redis). OutboxUnusable: 78."""
         self.store.open()
+        if self.store.last_msgid:
+            self._ids.start_after(self.store.last_msgid)
         depth = self.store.depth
         if depth.entries:
             log.info("outbox %s: %d entries (%d bytes) wait from before; forwarding them first",
@@ -131,6 +110,10 @@ class Outbox:
         if not self.accepting:
             self.stats.refused["closed"] += len(payloads)
             raise OutboxClosed("the daemon is not taking publishes now (starting or stopping)")
+        why = self.store.fits(len(payloads), sum(map(len, payloads)))
+        if why is not None:  # before building anything: a full outbox refuses cheaply
+            self.stats.refused["full"] += len(payloads)
+            raise OutboxFull(why)
         names = self._streams_for(stream, len(payloads), key)
         request = _Publish([(name, {**fields, PAYLOAD_FIELD: body})
                             for name, body in zip(names, payloads, strict=True)])
@@ -196,7 +179,7 @@ class Outbox:
             try:
                 await anyio.to_thread.run_sync(self.store.append, rows, limiter=self._disk)
                 self.stats.accepted += len(rows)
-                self._stored.set()
+                self.forwarder.wake()
             except (sqlite3.Error, OSError) as exc:
                 log.error("outbox %s: cannot write %d entries (%s); refusing them", self.path,
                           len(rows), exc)
@@ -214,70 +197,12 @@ class Outbox:
 
     # ------------------------------------------------------------------ forwarding
 
-    async def settle(self) -> None:
-        """At a stop: let the batch in flight finish (its XADDs and its removal from the file),
-        so that a clean stop sends nothing twice. The caller bounds the wait."""
-        self._settling = True
-        self._stored.set()
-        await self._idle.wait()
-
     async def run_forwarder(self, client: Redis) -> None:
-        """Forward the oldest entries to Redis until cancelled (or settled)."""
-        while True:
-            if self._settling:
-                self._idle.set()
-                await anyio.sleep_forever()
-            self._stored = anyio.Event()  # reset before reading: a later append sets it
-            now = anyio.current_time()
-            skip = [s for s, b in self._blocked.items() if b.until > now]
-            batch = await anyio.to_thread.run_sync(self._oldest, skip, limiter=self._disk)
-            if not batch:
-                wake = min((self._blocked[s].until for s in skip), default=None)
-                with anyio.move_on_after(None if wake is None else max(0.0, wake - now)):
-                    await self._stored.wait()
-                continue
-            forwarded = await self._forward(client, batch)
-            if forwarded:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self.store.remove, forwarded,
-                                                   limiter=self._disk)
-                self.stats.forwarded += len(forwarded)
+        """Forward the oldest entries to Redis until cancelled (or settled): forward.py."""
+        await self.forwarder.run(client)
 
-    def _oldest(self, skip: list[str]) -> list[Stored]:
-        return self.store.oldest(self.cfg.batch, skip)
-
-    async def _forward(self, client: Redis, batch: list[Stored]) -> list[int]:
-        """XADD the batch, stream by stream; the seqs Redis took."""
-        by_stream: dict[str, list[Stored]] = {}
-        for entry in batch:
-            by_stream.setdefault(entry.stream, []).append(entry)
-        done: list[int] = []
-        for stream, entries in by_stream.items():
-            try:
-                await add_entries(client, stream,
-                                  [_fields_decoder.decode(e.fields) for e in entries],
-                                  wait_replicas=self.cfg.wait_replicas,
-                                  wait_timeout=self.cfg.wait_timeout.seconds)
-            except (*TRANSIENT_ERRORS, RedisError, EdgedError, OSError) as exc:
-                self._hold(stream, exc, self.depth.entries)
-                continue
-            done += [e.seq for e in entries]
-            if self._blocked.pop(stream, None) is not None:
-                self.stats.blocked.pop(stream, None)
-                log.info("outbox: stream %s takes entries again", stream)
-        return done
-
-    def _hold(self, stream: str, exc: BaseException, waiting: int) -> None:
-        """Redis refused ``stream``'s entries: try it again after its own backoff."""
-        self.stats.forward_errors += 1
-        blocked = self._blocked.get(stream)
-        if blocked is None:
-            blocked = self._blocked[stream] = _Blocked(Backoff(base=0.2, cap=10.0), 0.0)
-        delay = blocked.backoff.next_delay()
-        blocked.until = anyio.current_time() + delay
-        self.stats.blocked[stream] = str(exc) or type(exc).__name__
-        log.warning("outbox: cannot forward to stream %s (%s); %d entries wait in the outbox, "
-                    "retrying in %.1fs", stream, self.stats.blocked[stream], waiting, delay)
+    async def settle(self) -> None:
+        await self.forwarder.settle()
 
 
 def decode_fields(data: bytes) -> dict[str, bytes]:

@@ -39,6 +39,7 @@ CREATE TABLE entries (
     size INTEGER NOT NULL                   -- bytes counted against max-bytes
 );
 """
+VACUUM_PAGES = 256  # free pages (1 MiB) past which a drained outbox shrinks its file
 EXPECTED_COLUMNS = ["seq", "stream", "msgid", "accepted_ms", "fields", "size"]
 
 
@@ -88,6 +89,8 @@ class OutboxStore:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self.depth = Depth()
+        self.last_msgid = ""
+        """The newest message id ever written to this outbox (kept in ``meta``)."""
         self._lock_fd = -1
         self._db: sqlite3.Connection | None = None
 
@@ -173,9 +176,9 @@ class OutboxStore:
         if str(mode).lower() != "wal":
             raise self._unusable(f"cannot use write-ahead logging (journal mode {mode})")
         db.execute("PRAGMA synchronous = FULL")
-        if fresh:
-            db.executescript("BEGIN;" + SCHEMA + "COMMIT;")
-            db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+        if fresh:  # one transaction: a crash cannot leave a schema without its format mark
+            db.executescript(f"BEGIN; {SCHEMA} INSERT INTO meta VALUES ('format', '{FORMAT}'); "
+                             "COMMIT;")
 
     def _check(self, db: sqlite3.Connection) -> None:
         result = db.execute("PRAGMA quick_check").fetchall()
@@ -196,6 +199,8 @@ class OutboxStore:
     def _load_depth(self, db: sqlite3.Connection) -> None:
         count, size = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM entries").fetchone()
         self.depth = Depth(count, size, self._oldest_ms(db))
+        row = db.execute("SELECT value FROM meta WHERE name = 'last-msgid'").fetchone()
+        self.last_msgid = row[0] if row else ""
 
     def _unusable(self, problem: str) -> OutboxUnusable:
         return OutboxUnusable(
@@ -239,6 +244,9 @@ class OutboxStore:
                 "VALUES (?, ?, ?, ?, ?)",
                 [(r.stream, r.msgid, r.accepted_ms, r.fields, row_size(r)) for r in rows],
             )
+            if rows:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('last-msgid', ?)",
+                           (rows[-1].msgid,))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -277,9 +285,10 @@ class OutboxStore:
             raise
         count = self.depth.entries - removed
         self.depth = Depth(count, self.depth.bytes - freed, self._oldest_ms(db))
-        if count == 0:
+        if count == 0 and db.execute("PRAGMA freelist_count").fetchone()[0] > VACUUM_PAGES:
             # An outage's backlog gives its space back: every free page (executescript runs the
             # pragma to the end; execute() would free one page), and the WAL file is cut short.
+            # Not after every small batch: that would cost fsyncs (and flash wear) for nothing.
             db.executescript("PRAGMA incremental_vacuum; PRAGMA wal_checkpoint(TRUNCATE);")
 
     def _oldest_ms(self, db: sqlite3.Connection) -> int | None:
