@@ -16,7 +16,7 @@ from edged.admin import dlq
 from edged.admin.shards import resolve
 from edged.cli.inspect import ShardOpt
 from edged.cli.options import ConfigOpt, JsonOpt, TimeoutOpt, UrlOpt, exits, run_once
-from edged.cli.render import age, make_table, print_json, print_table
+from edged.cli.render import WideOpt, age, make_table, print_json, print_table
 from edged.config import Config
 from edged.errors import EXIT_FAILURE, UsageError
 
@@ -114,6 +114,7 @@ def list_entries(
     config: ConfigOpt = None,
     url: UrlOpt = None,
     timeout: TimeoutOpt = None,
+    wide: WideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """List dead-letter entries, oldest first: reason, deliveries, where they came from.
@@ -142,6 +143,8 @@ def list_entries(
              _first_line(e.reason))
             for e in page.entries
         ],
+        drop=("FAILED AT", "CONSUMER", "GROUP", "DELIVERIES", "STREAM", "SHARD", "AGE"),
+        shorten=("REASON",),
     ))
     summary = f"{len(page.entries)} of {page.length} entries in {where}"
     if page.next_after is not None:
@@ -159,6 +162,7 @@ def show(
     config: ConfigOpt = None,
     url: UrlOpt = None,
     timeout: TimeoutOpt = None,
+    wide: WideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Show one dead-letter entry in full: metadata, whole reason, original fields.
@@ -186,7 +190,7 @@ def show(
     if entry.dead_letter is not None:  # found over a sharded stream's dead-letter streams
         rows[1:1] = [("shard", _shard(entry.shard)), ("dead-letter stream", entry.dead_letter)]
     rows += [(f"field {name}", _field_text(value)) for name, value in entry.fields.items()]
-    table = make_table(("", ""), rows)
+    table = make_table(("FIELD", "VALUE"), rows, wrap=("VALUE",))
     table.show_header = False
     print_table(table)
 

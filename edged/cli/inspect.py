@@ -8,6 +8,7 @@ A STREAM naming a sharded logical stream of the config covers all its shards, su
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,7 +54,7 @@ from edged.cli.options import (
     resolve_connection,
     run_once,
 )
-from edged.cli.render import age, make_table, print_json, print_table
+from edged.cli.render import WideOpt, age, make_table, print_json, print_table
 from edged.config import Config
 from edged.durations import Duration
 from edged.errors import EXIT_FAILURE, EXIT_OK, UsageError
@@ -136,6 +137,9 @@ def _watch(
         anyio.run(go)
     except KeyboardInterrupt:
         raise typer.Exit(EXIT_OK) from None
+    except BrokenPipeError:  # `--watch | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit
+        raise typer.Exit(EXIT_OK) from None
 
 
 def _show(value: T, as_json: bool, render: Callable[[T], list[Item]]) -> None:
@@ -191,6 +195,7 @@ def _render_summary(s: PendingSummary) -> list[Item]:
     table = make_table(
         ("CONSUMER", "PENDING", "IDLE", "ALIVE", "HOST"),
         [(c.consumer, c.pending, _idle(c.idle_seconds), _yes(c.alive), c.host) for c in s.consumers],
+        drop=("HOST",),
     )
     return [head, table]
 
@@ -203,12 +208,14 @@ def _render_page(p: PendingPage) -> list[Item]:
             ("ID", "SHARD", "STREAM", "CONSUMER", "IDLE", "DELIVERIES", "AGE"),
             [(e.id, _shard(e.shard), e.stream, e.consumer, _idle(e.idle_seconds), e.deliveries,
               age(e.age_seconds)) for e in p.entries],
+            drop=("STREAM", "AGE", "SHARD"),
         )
     else:
         table = make_table(
             ("ID", "CONSUMER", "IDLE", "DELIVERIES", "AGE"),
             [(e.id, e.consumer, _idle(e.idle_seconds), e.deliveries, age(e.age_seconds))
              for e in p.entries],
+            drop=("AGE",),
         )
     items: list[Item] = [table]
     if p.next_after is not None:
@@ -223,6 +230,8 @@ def _group_cells(g: GroupHealth) -> tuple[object, ...]:
 
 GROUP_HEADERS = ("CONSUMERS", "PENDING", "LAG", "LAST DELIVERED", "ENTRIES READ", "OLDEST PENDING",
                  "DEAD LETTERS", "VERDICT")
+# At 80 columns the verdict, lag and pending stay; ids and counts a glance can skip go first.
+GROUP_DROP = ("ENTRIES READ", "LAST DELIVERED", "CONSUMERS", "DEAD LETTERS", "OLDEST PENDING")
 
 
 def _groups_table(groups: Sequence[GroupHealth]) -> list[Item]:
@@ -230,10 +239,11 @@ def _groups_table(groups: Sequence[GroupHealth]) -> list[Item]:
         return ["no consumer groups found"]
     if any(g.logical is not None for g in groups):  # shards' own rows: say which shard
         table = make_table(("STREAM", "SHARD", "GROUP", *GROUP_HEADERS),
-                           [(g.stream, _shard(g.shard), g.group, *_group_cells(g)) for g in groups])
+                           [(g.stream, _shard(g.shard), g.group, *_group_cells(g)) for g in groups],
+                           drop=GROUP_DROP)
     else:
         table = make_table(("STREAM", "GROUP", *GROUP_HEADERS),
-                           [(g.stream, g.group, *_group_cells(g)) for g in groups])
+                           [(g.stream, g.group, *_group_cells(g)) for g in groups], drop=GROUP_DROP)
     reasons = [f"{g.stream} {g.group}: {v}: {r}" for g in groups for v, r in
                zip(g.verdicts, g.reasons, strict=False)]
     sums = [f"{g.stream} {g.group}: the sum of {len(g.shards)} shards (--detail: one row per shard)"
@@ -250,13 +260,15 @@ def _render_consumers(report: ConsumersReport, detail: bool = False) -> list[Ite
         rows = [(part.stream, _shard(part.shard), *_consumer_cells(c))
                 for part in report.shards for c in part.consumers]
         if rows:
-            return [make_table(("STREAM", "SHARD", *CONSUMER_HEADERS), rows)]
+            return [make_table(("STREAM", "SHARD", *CONSUMER_HEADERS), rows, drop=CONSUMER_DROP)]
     if not report.consumers:
         return [f"{report.stream} group {report.group}: no consumers{_over(report.shards)}"]
-    return [make_table(CONSUMER_HEADERS, [_consumer_cells(c) for c in report.consumers])]
+    return [make_table(CONSUMER_HEADERS, [_consumer_cells(c) for c in report.consumers],
+                       drop=CONSUMER_DROP)]
 
 
 CONSUMER_HEADERS = ("CONSUMER", "PENDING", "IDLE", "INACTIVE", "ALIVE", "HOST", "PID", "LAST SEEN")
+CONSUMER_DROP = ("PID", "LAST SEEN", "INACTIVE", "HOST")
 
 
 def _consumer_cells(c: Consumer) -> tuple[object, ...]:
@@ -282,6 +294,9 @@ def _render_status(report: StatusReport) -> list[Item]:
               d.dead_lettered, "-" if d.outbox is None else d.outbox, _yes(d.ready),
               _idle(d.beat_age_seconds) + " ago")
              for d in report.daemons],
+            drop=("VERSION", "PID", "UPTIME", "HOST", "DEAD LETTERED", "FAILED", "PROCESSED",
+                  "IN FLIGHT", "OUTBOX", "LAST BEAT"),
+            shorten=("STREAMS",),
         ))
     else:
         items.append("no live daemons")
@@ -344,6 +359,7 @@ def pending(
     config: ConfigOpt = None,
     url: UrlOpt = None,
     timeout: TimeoutOpt = None,
+    wide: WideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Pending entries of a group: a summary per consumer, or with --detail the entries.
@@ -392,6 +408,7 @@ def groups(
     config: ConfigOpt = None,
     url: UrlOpt = None,
     timeout: TimeoutOpt = None,
+    wide: WideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Consumer groups with lag, pending, last-delivered id and a verdict:
@@ -414,6 +431,7 @@ def consumers(
     config: ConfigOpt = None,
     url: UrlOpt = None,
     timeout: TimeoutOpt = None,
+    wide: WideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Consumers of a group: pending, idle, inactive, alive (heartbeat), host, pid.
@@ -439,6 +457,7 @@ def status(
     config: ConfigOpt = None,
     url: UrlOpt = None,
     timeout: TimeoutOpt = None,
+    wide: WideOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The fleet: every live daemon, then every group of the streams they read (and the

@@ -124,6 +124,8 @@ async def redis_client(cfg: Config, url: str | None) -> AsyncIterator[Redis]:
     client = make_client(redis_cfg, url=url, socket_timeout=timeout)
     try:
         yield client
+    except BrokenPipeError:  # our stdout, not Redis (redis-py wraps its own socket errors):
+        raise  # the reader went away (`| head`); main() ends quietly
     except AUTH_ERRORS as exc:  # before TRANSIENT_ERRORS: a wrong password is no outage
         raise AccessDenied(
             f"Redis at {describe_target(cfg.redis, url)} refused user "
