@@ -367,6 +367,10 @@ class DaemonConfig(_Section, frozen=True):
     read_block: ReadBlock = Duration(1)
     """How long one XREADGROUP waits for new entries; short so that stopping is quick, and at
     least 1ms: XREADGROUP BLOCK 0 would wait forever."""
+    handler_path: list[str] = []
+    """Directories to import Python handlers from, searched before the daemon's own
+    environment (like ``PYTHONPATH``): ``["/opt/edged-handlers"]`` makes ``"myhandlers:apply"``
+    the function ``apply`` of ``/opt/edged-handlers/myhandlers.py``. Each must exist."""
 
     def __post_init__(self) -> None:
         _check_durations(self)
@@ -377,6 +381,9 @@ class DaemonConfig(_Section, frozen=True):
                 raise FieldError("listen", str(exc)) from None
         _check_consumer_template(self.consumer)
         _check_key_prefix(self.key_prefix)
+        for i, directory in enumerate(self.handler_path):
+            if not os.path.isdir(directory):
+                raise FieldError(f"handler-path[{i}]", f"{directory!r} is not a directory")
 
     def consumer_name(self) -> str:
         return self.consumer.replace("{hostname}", socket.gethostname())

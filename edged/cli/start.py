@@ -23,7 +23,7 @@ from edged.config import (
 )
 from edged.connect.auth import check_credentials
 from edged.errors import ConfigError, UsageError
-from edged.handlers import build_handler
+from edged.handlers import build_handler, use_handler_path
 from edged.logs import setup_logging
 
 log = logging.getLogger("edged.embedded")
@@ -47,6 +47,7 @@ def preflight(cfg: Config, source: str, url: str | None = None, url_from: str = 
 def check_handlers(cfg: Config, source: str = "<config>") -> None:
     """Import every handler of the config, and find every exec handler's program: a bad one
     raises ConfigError (exit 78)."""
+    use_handler_path(cfg.daemon.handler_path)
     for i, s in enumerate(cfg.streams):
         if isinstance(s.handler, ExecHandler):
             _check_program(s.handler.exec[0], source, f"$.streams[{i}].handler.exec[0]")

@@ -41,7 +41,7 @@ from edged.daemon.supervise import keep_running
 from edged.daemon.systemd import notify, run_notifier
 from edged.daemon.trim import Trimmer
 from edged.errors import EXIT_FAILURE
-from edged.handlers import HandlerCall, build_handler
+from edged.handlers import HandlerCall, build_handler, use_handler_path
 from edged.layout import expand, is_cluster, key_prefix, trim_targets
 from edged.outbox.metrics import OutboxCollector
 from edged.outbox.route import publish_request
@@ -61,6 +61,7 @@ class Daemon:
         self.url = url
         self.takeover = takeover
         self.consumer = consumer = config.daemon.consumer_name()
+        use_handler_path(config.daemon.handler_path)
         handlers = [build_handler(s, i) for i, s in enumerate(config.streams)]
         block = config.daemon.read_block.seconds
         # The socket timeout must outlast a blocking read, or redis-py would retry it underneath.

@@ -42,6 +42,26 @@ def load_python_handler(spec: str) -> Callable[[Event], Any]:
     return target
 
 
+def use_handler_path(directories: list[str]) -> None:
+    """Put ``[daemon] handler-path`` in front of the import path (once each)."""
+    for directory in reversed(directories):
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+
+
+def check_signature(fn: Callable[..., Any], spec: str) -> None:
+    """A handler is called with one Event: refuse one that cannot take it."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: it will have to do
+        return
+    try:
+        signature.bind(object())
+    except TypeError:
+        raise ValueError(f"{spec!r} must take one argument, the Event: it is {fn.__name__}"
+                         f"{signature}") from None
+
+
 def build_handler(cfg: StreamConfig, index: int, source: str = "<config>") -> HandlerCall:
     """The coroutine function that runs one event for this stream's handler config; a handler
     that cannot be loaded raises ConfigError naming ``source`` (the config file) and the field."""
@@ -56,8 +76,12 @@ def build_handler(cfg: StreamConfig, index: int, source: str = "<config>") -> Ha
         return exec_call
     try:
         fn = load_python_handler(spec)
+        check_signature(fn, spec)
     except ValueError as exc:
-        raise config_error(source, f"$.streams[{index}].handler", str(exc)) from None
+        hint = ("; handlers are imported from the daemon's own Python environment and from "
+                "[daemon] handler-path" if "cannot import" in str(exc) else "")
+        raise config_error(source, f"$.streams[{index}].handler",
+                           f"stream {cfg.stream}: {exc}{hint}") from None
     if inspect.iscoroutinefunction(fn):
         return fn
     # Sync handlers run in worker threads, at most `concurrency` at once for this stream.
