@@ -751,6 +751,6 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def demo_config() -> Config:
     """What ``edged start --embedded`` runs without ``-c``: the demo stream and the log handler."""
     return Config(
-        daemon=DaemonConfig(listen=""),
+        daemon=DaemonConfig(listen="127.0.0.1:9478"),
         streams=[StreamConfig(stream="edged:demo", handler="edged.handlers:log", start_id="0")],
     )

@@ -7,7 +7,11 @@ terminal reaches the daemon (which drains) and not the server (which we stop aft
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -18,9 +22,22 @@ from pathlib import Path
 import redis
 
 from edged.errors import EdgedError
-from edged.state import EmbeddedRecord, clear_record, read_record, state_dir, write_record
+from edged.state import (
+    EmbeddedRecord,
+    clear_record,
+    load_record,
+    pid_running,
+    read_record,
+    state_dir,
+    write_record,
+)
 
 log = logging.getLogger("edged.embedded")
+
+PR_SET_PDEATHSIG = 1
+# Loaded before any fork: the child may only call into it, not load it.
+_libc_name = ctypes.util.find_library("c")
+_LIBC = ctypes.CDLL(_libc_name, use_errno=True) if _libc_name else None
 
 
 def server_binary() -> str:
@@ -55,6 +72,15 @@ def wait_until_up(url: str, timeout: float = 15.0) -> None:
         client.close()
 
 
+def _die_with_parent() -> None:
+    """In the server's process, before exec: SIGTERM it when the daemon that started it dies,
+    however it dies (SIGKILL, a closed terminal), so that no server is left behind."""
+    if _LIBC is not None:
+        _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the daemon died before the line above: go now
+        os._exit(1)
+
+
 @contextmanager
 def embedded_server() -> Iterator[str]:
     """Yield the URL of a running embedded server; stop it afterwards if we started it."""
@@ -64,6 +90,10 @@ def embedded_server() -> Iterator[str]:
                  existing.url, existing.pid)
         yield existing.url
         return
+    stale = load_record()
+    if stale is not None and stop_server(stale):
+        log.warning("stopped the embedded server pid %d left behind by a daemon that is gone",
+                    stale.pid)
     data = data_dir()
     data.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -75,11 +105,11 @@ def embedded_server() -> Iterator[str]:
             "--logfile", str(data / "server.log"), "--protected-mode", "yes",
         ],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        start_new_session=True, preexec_fn=_die_with_parent,
     )
     try:
         wait_until_up(url)
-        write_record(EmbeddedRecord(url=url, pid=proc.pid))
+        write_record(EmbeddedRecord(url=url, pid=proc.pid, owner=os.getpid(), data=str(data)))
         log.info("embedded server pid %d at %s, data in %s", proc.pid, url, data)
         yield url
     finally:
@@ -90,6 +120,29 @@ def embedded_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def is_embedded_server(pid: int) -> bool:
+    """Whether ``pid`` is a valkey-server (a recorded pid may have been reused since)."""
+    try:
+        return b"valkey-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def stop_server(record: EmbeddedRecord, timeout: float = 15.0) -> bool:
+    """SIGTERM the recorded server (it flushes its append-only file) and forget it; False if
+    it was not running. A pid that is no longer a valkey-server is left alone."""
+    running = pid_running(record.pid) and is_embedded_server(record.pid)
+    if running:
+        os.kill(record.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_running(record.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_running(record.pid):
+            os.kill(record.pid, signal.SIGKILL)
+    clear_record(record.pid)
+    return running
 
 
 def data_dir() -> Path:

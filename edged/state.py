@@ -15,6 +15,10 @@ class EmbeddedRecord(msgspec.Struct):
 
     url: str
     pid: int
+    owner: int = 0
+    """The pid of the ``edged start --embedded`` that started the server (0: unknown)."""
+    data: str = ""
+    """The server's data directory."""
 
 
 class EmbeddedClusterRecord(msgspec.Struct):
@@ -71,10 +75,18 @@ def write_record(record: EmbeddedRecord) -> None:
     _write(record_path(), record)
 
 
+def load_record() -> EmbeddedRecord | None:
+    """The recorded embedded server, whether or not it (or its owner) still runs."""
+    return _load(record_path(), EmbeddedRecord)
+
+
 def read_record() -> EmbeddedRecord | None:
-    """The recorded embedded server, if its process still runs."""
-    record = _load(record_path(), EmbeddedRecord)
+    """The recorded embedded server, if it and the daemon that started it still run. A server
+    whose daemon is gone is stale: nothing would stop it (``edged embedded stop`` does)."""
+    record = load_record()
     if record is None or not pid_running(record.pid):
+        return None
+    if record.owner and not pid_running(record.owner):
         return None
     return record
 

@@ -97,11 +97,15 @@ def resolve_connection(config: Path | None, url: str | None) -> tuple[Config, st
         url = os.environ.get("EDGED_REDIS_URL")
         if url:
             check_url_override(url, "$EDGED_REDIS_URL")
-    if url is None and path is None:
+    # Without a server of its own (no -c, or a config naming no Redis), a command finds the
+    # embedded server the way `edged start --embedded -c` put it under that config.
+    names_no_server = (cfg.redis.url is None and cfg.redis.sentinel is None
+                       and cfg.redis.cluster is None)
+    if url is None and (path is None or names_no_server):
         record = read_record()
         if record is not None:
             url = record.url
-        elif (cluster := read_cluster_record()) is not None:
+        elif path is None and (cluster := read_cluster_record()) is not None:
             # `edged start --embedded --cluster` runs: its config has the seeds and the
             # streams it serves (so `publish` knows a demo stream's shards too).
             cfg = load_config(cluster.config)
