@@ -96,7 +96,7 @@ def test_metrics_match_redis_while_running(
     """Stream A gets 10 good entries, 3 the handler rejects and 2 that fail with
     max-deliveries 1 (so they are dead-lettered at once); stream B (concurrency 1) gets 3 that
     hang. Then /metrics must say: acked 10 and dead-lettered 5 on A, equal to what the handler
-    recorded and to XLEN of A's dead-letter stream; failed 2; 15 handler runs in the histogram;
+    recorded, to XLEN of A's dead-letter stream and to edged_dead_letter_entries; failed 2; 15 handler runs in the histogram;
     lag and pending of both groups equal to XINFO GROUPS (B: 1 pending, 2 lagging); an oldest
     pending age on B; Redis up, no failover. /healthz, /readyz answer 200, `edged check` exits
     0, other paths 404 and other methods 405. Once B's entries are released its gauges go to 0."""
@@ -132,6 +132,8 @@ def test_metrics_match_redis_while_running(
         ga, gb = group_info(r, stream), group_info(r, slow)
         ok = (metric(m, "edged_group_pending", **a) == ga["pending"] == 0
               and metric(m, "edged_group_lag", **a) == ga["lag"] == 0
+              and metric(m, "edged_dead_letter_entries", **a) == r.xlen(f"{stream}:dead") == 5
+              and metric(m, "edged_dead_letter_entries", **b) == 0
               and metric(m, "edged_group_pending", **b) == gb["pending"] == 1
               and metric(m, "edged_group_lag", **b) == gb["lag"] == 2)
         return m if ok else None

@@ -267,13 +267,16 @@ async def assess(
     )
 
 
-async def known_streams(client: Redis, cfg: Config, registry: Registry) -> list[str]:
+async def known_streams(client: Redis, cfg: Config, registry: Registry,
+                        every: bool = False) -> list[str]:
     """Physical streams a live daemon reads (registry) plus the config's (every shard); if
-    neither names one, every key of type stream (SCAN TYPE stream; on a cluster, through the
-    cluster client, which scans every primary)."""
+    neither names one, or ``every`` asks, every key of type stream too (SCAN TYPE stream; on a
+    cluster, through the cluster client, which scans every primary): a group no live daemon
+    and no config names is where orphaned entries hide."""
     names = [s for s, _ in registry.streams()] + [p.cfg.stream for p in physical_streams(cfg)]
-    if not names:
-        names = sorted({text(k) async for k in client.scan_iter(count=SCAN_COUNT, _type="stream")})
+    if every or not names:
+        names += sorted({text(k) async for k in client.scan_iter(count=SCAN_COUNT,
+                                                                   _type="stream")})
     return list(dict.fromkeys(names))
 
 
@@ -290,8 +293,9 @@ class GroupsWatch:
     """
 
     def __init__(self, cfg: Config, stream: str | None = None, group: str | None = None,
-                 sample_seconds: float = 1.0, detail: bool = False) -> None:
+                 sample_seconds: float = 1.0, detail: bool = False, every: bool = False) -> None:
         self.cfg = cfg
+        self.every = every
         self.stream = stream
         self.group = group
         self.sample_seconds = sample_seconds
@@ -302,7 +306,7 @@ class GroupsWatch:
 
     async def _streams(self, client: Redis, registry: Registry) -> list[str]:
         if self.target is None:
-            return await known_streams(client, self.cfg, registry)
+            return await known_streams(client, self.cfg, registry, self.every)
         names = [s.stream for s in self.target.shards] or [self.target.stream]
         if all([await groups_of(client, name) is None for name in names]):
             raise NotFound(f"no stream {self.target.stream!r}")

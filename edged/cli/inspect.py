@@ -75,6 +75,9 @@ SampleOpt = Annotated[
                  "verdicts compare (0s: one sample, no such verdicts). With --watch, each refresh "
                  "compares with the previous one."),
 ]
+AllOpt = Annotated[bool, typer.Option(
+    "--all", help="Every stream that has a consumer group (SCAN), not only those live daemons "
+    "read and the config names: groups nobody runs any more are where orphaned entries hide.")]
 CheckOpt = Annotated[
     bool,
     typer.Option("--check", help="Exit 1 if any verdict is not OK (status: or a daemon is not ready)."),
@@ -405,6 +408,7 @@ def groups(
     detail: DetailOpt = False,
     watch: WatchOpt = None,
     check: CheckOpt = False,
+    every: AllOpt = False,
     config: ConfigOpt = None,
     url: UrlOpt = None,
     timeout: TimeoutOpt = None,
@@ -417,8 +421,11 @@ def groups(
     A sharded stream of the config is one row, its shards summed (the worst verdict of its
     shards); --detail gives one row per shard.
     """
+    if every and stream is not None:
+        raise UsageError("--all looks at every stream; give a stream or --all, not both")
     _sampled(config, url, sample, watch, check, as_json,
-             lambda cfg, seconds: GroupsWatch(cfg, stream, sample_seconds=seconds, detail=detail),
+             lambda cfg, seconds: GroupsWatch(cfg, stream, sample_seconds=seconds, detail=detail,
+                                              every=every),
              groups_report, _render_groups)
 
 
@@ -454,6 +461,7 @@ def status(
     detail: DetailOpt = False,
     watch: WatchOpt = None,
     check: CheckOpt = False,
+    every: AllOpt = False,
     config: ConfigOpt = None,
     url: UrlOpt = None,
     timeout: TimeoutOpt = None,
@@ -463,5 +471,6 @@ def status(
     """The fleet: every live daemon, then every group of the streams they read (and the
     config's) with lag and verdict; a sharded stream's shards summed unless --detail."""
     _sampled(config, url, sample, watch, check, as_json,
-             lambda cfg, seconds: GroupsWatch(cfg, sample_seconds=seconds, detail=detail),
+             lambda cfg, seconds: GroupsWatch(cfg, sample_seconds=seconds, detail=detail,
+                                              every=every),
              status_report, _render_status)

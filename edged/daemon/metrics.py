@@ -63,6 +63,7 @@ class GroupGauges:
     lag: int | None  # None when Redis cannot tell (XINFO GROUPS reports nil after some XDELs)
     pending: int
     oldest_pending_ms: int | None  # ms timestamp of the lowest pending id, on Redis's clock
+    dead_letters: int  # entries in the stream's dead-letter stream
     clock_offset: float  # Redis's clock minus ours, seconds
     sampled_at: float
 
@@ -76,9 +77,11 @@ class GroupSampler:
     """
 
     def __init__(self, client: Redis, groups: list[tuple[str, str]],
-                 every: float = SAMPLE_EVERY) -> None:
+                 every: float = SAMPLE_EVERY, dead_letters: dict[str, str] | None = None) -> None:
+        """``dead_letters``: stream → its dead-letter stream, whose length is sampled too."""
         self.client = client
         self.groups = groups
+        self.dead_letters = dead_letters or {}
         self.every = every
         self.samples: dict[tuple[str, str], GroupGauges] = {}
 
@@ -99,12 +102,13 @@ class GroupSampler:
         for stream, group in self.groups:
             pipe.xinfo_groups(stream)
             pipe.xpending(stream, group)
+            pipe.xlen(self.dead_letters.get(stream, f"{stream}:dead"))
         try:
             replies = await pipe.execute(raise_on_error=False)
         finally:
             await pipe.reset()
         for i, (stream, group) in enumerate(self.groups):
-            groups, summary = replies[2 * i], replies[1 + 2 * i]
+            groups, summary, dead = replies[3 * i], replies[1 + 3 * i], replies[2 + 3 * i]
             if isinstance(groups, Exception) or isinstance(summary, Exception):
                 continue  # no stream or group yet (the reader creates them): nothing to report
             info = next((g for g in groups if text(g.get("name")) == group), None)
@@ -116,6 +120,7 @@ class GroupSampler:
                 lag=None if lag is None else int(lag),
                 pending=int(info.get("pending") or 0),
                 oldest_pending_ms=id_ms(oldest) if oldest else None,
+                dead_letters=0 if isinstance(dead, Exception) else int(dead),
                 clock_offset=offset,
                 sampled_at=now,
             )
@@ -231,6 +236,8 @@ class EdgedCollector(Collector):
                                    labels=LABELS)
         sampled = GaugeMetricFamily("edged_group_sampled_timestamp_seconds",
                                     "When the group gauges were sampled from Redis.", labels=LABELS)
+        dead = GaugeMetricFamily("edged_dead_letter_entries", "Entries in the stream's "
+                                 "dead-letter stream (XLEN): alert when it grows.", labels=LABELS)
         now = time.time()
         for (stream, group), sample in samples.items():
             labels = [stream, group]
@@ -243,7 +250,8 @@ class EdgedCollector(Collector):
                 age = max(0.0, now + sample.clock_offset - sample.oldest_pending_ms / 1000)
             oldest.add_metric(labels, age)
             sampled.add_metric(labels, sample.sampled_at)
-        yield from (lag, pending, oldest, sampled)
+            dead.add_metric(labels, sample.dead_letters)
+        yield from (lag, pending, oldest, sampled, dead)
 
 
 def _buckets(hist: Histogram) -> list[tuple[str, float]]:

@@ -90,7 +90,9 @@ class Daemon:
                          if targets else None)
         self.outbox = self._open_outbox()
         # Group gauges for /metrics, sampled from Redis only when HTTP is on.
-        self._sampler = (GroupSampler(self.client, [(s.stream, s.group) for s in self.streams])
+        self._sampler = (GroupSampler(self.client, [(s.stream, s.group) for s in self.streams],
+                                      dead_letters={s.stream: s.cfg.dead_letter_stream
+                                                    for s in self.streams})
                          if config.daemon.listen else None)
 
     def _open_outbox(self) -> Outbox | None:
