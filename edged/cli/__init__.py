@@ -16,6 +16,7 @@ from edged.cli import check, inspect, operate, publish, start, trim
 from edged.cli.config import config_app
 from edged.cli.dlq import dlq_app
 from edged.cli.embedded import embedded_app
+from edged.cli.manage import consumer_app, group_app
 from edged.errors import EXIT_FAILURE
 
 DAEMON = "Daemon"
@@ -80,6 +81,8 @@ for panel, command in (
     app.command(rich_help_panel=panel, epilog=_example(command.__name__))(command)
 app.add_typer(config_app, name="config", rich_help_panel=DAEMON)
 app.add_typer(embedded_app, name="embedded", rich_help_panel=DAEMON)
+app.add_typer(group_app, name="group", rich_help_panel=OPERATOR)
+app.add_typer(consumer_app, name="consumer", rich_help_panel=OPERATOR)
 app.add_typer(dlq_app, name="dlq", rich_help_panel=DEAD_LETTERS)
 
 
