@@ -39,8 +39,8 @@ OPERATE = (
     f"{INSPECT} +xadd +wait +xclaim +xack +xdel +xtrim +eval +evalsha +script|load"
     # dlq replay: the XADD and its check script go in one MULTI/EXEC
     " +multi +exec"
-    # group create / set-id / delete, consumer delete
-    " +xgroup|create +xgroup|setid +xgroup|destroy +xgroup|delconsumer"
+    # group create / set-id / delete, consumer delete; pause / resume (a hash of edged's)
+    " +xgroup|create +xgroup|setid +xgroup|destroy +xgroup|delconsumer +hset +hdel"
 )
 
 # Added to each rule above on a Redis Cluster: redis-py learns the slots with CLUSTER SLOTS,

@@ -22,6 +22,12 @@ def daemons_pattern(prefix: str) -> str:
     return f"{prefix}daemon:*"
 
 
+def paused_key(prefix: str) -> str:
+    """Hash "stream/group" -> who paused it, when and why (JSON): `edged pause`. Every daemon
+    reading that stream and group stops reading it while the field exists."""
+    return f"{prefix}paused"
+
+
 def seen_key(prefix: str) -> str:
     """Hash consumer -> last heartbeat (ms): how long a consumer has been dead, after its
     record expired. Read by the dead-consumer cleanup and the inspection commands."""
@@ -78,7 +84,10 @@ HB_PROCESSED = "processed"
 HB_FAILED = "failed"
 HB_DEAD_LETTERED = "dead-lettered"
 HB_DEGRADED = "degraded"
-HB_OUTBOX = "outbox"  # entries waiting in the daemon's outbox; absent without [outbox]
 """JSON object ``{"stream/group": "what fails"}`` of the daemon's degraded streams ({} if none)."""
+HB_OUTBOX = "outbox"
+"""Entries waiting in the daemon's outbox; absent without [outbox]."""
+HB_PAUSED = "paused"
+"""JSON list of the ``"stream/group"`` the daemon does not read now: `edged pause`."""
 HB_INSTANCE = "instance"
 """Written by lua/heartbeat.lua: which run of the daemon holds the consumer name."""

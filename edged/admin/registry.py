@@ -24,6 +24,7 @@ from edged.keys import (
     HB_HOST,
     HB_IN_FLIGHT,
     HB_OUTBOX,
+    HB_PAUSED,
     HB_PID,
     HB_PROCESSED,
     HB_READY,
@@ -61,6 +62,8 @@ class DaemonRecord(msgspec.Struct, frozen=True):
     """``"stream/group"`` → what fails there now (WRONGTYPE, NOPERM...); empty when healthy."""
     outbox: int | None = None
     """Entries waiting in the daemon's outbox at its last beat; None without an outbox."""
+    paused: list[str] = []
+    """``"stream/group"`` it does not read now: `edged pause`."""
 
     def stuck_after(self, stream: str, group: str) -> float | None:
         """Seconds past which this daemon would have reclaimed a pending entry of the group."""
@@ -134,7 +137,17 @@ def _daemon(raw: dict[bytes, bytes], now: float) -> DaemonRecord | None:
         claim=_claims(fields.get(HB_CLAIM)),
         degraded=_degraded(fields.get(HB_DEGRADED)),
         outbox=int_or_none(fields.get(HB_OUTBOX)),
+        paused=_paused(fields.get(HB_PAUSED)),
     )
+
+
+def _paused(raw: str | None) -> list[str]:
+    """The paused "stream/group" of a heartbeat record; empty when absent or garbled."""
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _claims(raw: str | None) -> dict[str, tuple[int, int]]:

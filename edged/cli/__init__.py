@@ -12,7 +12,7 @@ from typing import Literal
 import typer
 
 from edged import __version__
-from edged.cli import check, inspect, operate, publish, start, trim
+from edged.cli import check, inspect, operate, pause, publish, start, trim
 from edged.cli.config import config_app
 from edged.cli.dlq import dlq_app
 from edged.cli.embedded import embedded_app
@@ -65,6 +65,8 @@ EXAMPLES = {
     "claim": "edged claim edge:config 1700000000000-0 --to host-b",
     "ack": "edged ack edge:config 1700000000000-0 --yes",
     "trim": "edged trim edge:config --dry-run",
+    "pause": "edged pause edge:config --reason 'migrating the consumer'",
+    "resume": "edged resume edge:config",
 }
 
 
@@ -76,7 +78,7 @@ for panel, command in (
     (DAEMON, start.start), (DAEMON, check.check), (INSPECTION, inspect.status),
     (INSPECTION, inspect.groups), (INSPECTION, inspect.pending), (INSPECTION, inspect.consumers),
     (OPERATOR, publish.publish), (OPERATOR, operate.claim), (OPERATOR, operate.ack),
-    (OPERATOR, trim.trim),
+    (OPERATOR, trim.trim), (OPERATOR, pause.pause), (OPERATOR, pause.resume),
 ):
     app.command(rich_help_panel=panel, epilog=_example(command.__name__))(command)
 app.add_typer(config_app, name="config", rich_help_panel=DAEMON)

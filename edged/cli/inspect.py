@@ -305,6 +305,8 @@ def _render_status(report: StatusReport) -> list[Item]:
         items.append("no live daemons")
     items += [f"DEGRADED {d.consumer} {where}: {error}"
               for d in report.daemons for where, error in sorted(d.degraded.items())]
+    items += [f"PAUSED {d.consumer} {where} (edged resume ends it)"
+              for d in report.daemons for where in d.paused]
     items += ["", *_groups_table(report.groups), ""]
     items.append("healthy" if report.healthy else "UNHEALTHY")
     return items

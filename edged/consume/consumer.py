@@ -74,6 +74,7 @@ class StreamConsumer:
         self._stopping = False
         self._grace_deadline: float | None = None
         self._work_scope: anyio.CancelScope | None = None
+        self.paused = False  # `edged pause`; kept across restarts of the parts
         self._build()
 
     def _build(self) -> None:
@@ -81,6 +82,7 @@ class StreamConsumer:
         cfg, consumer = self.cfg, self._consumer
         self.state = state = StreamState(cfg, consumer, self._stats, self.health, self._ready,
                                          self._slots)
+        state.set_paused(self.paused)
         # Reads ask for every free slot: under load, batch size beats overlap (measured).
         max_read = min(cfg.concurrency, MAX_READ)
         self._acker = Acker(self._scripts, cfg.stream, cfg.group, consumer, state.stats,
@@ -132,6 +134,11 @@ class StreamConsumer:
     def retry_now(self) -> None:
         """A new primary was announced: stop backing off and reconnect at once."""
         self.state.retry_now()
+
+    def set_paused(self, flag: bool) -> None:
+        """`edged pause` / `resume`: stop or go on reading; running handlers finish."""
+        self.paused = flag
+        self.state.set_paused(flag)
 
     async def ensure_group(self, start_id: str | None = None) -> bool:
         """Create the group (and the stream) unless it exists; True if it was created."""

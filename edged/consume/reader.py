@@ -65,6 +65,9 @@ class Reader:
                 await s.wait_for_slots(lambda: acker.pending)
             if s.stopping:
                 break
+            if s.paused:  # `edged pause`: read nothing, reclaim nothing; handlers finish
+                await s.wait_resumed()
+                continue
             # A clock read first: most turns have no reclaim or retry due, and pay no coroutine.
             if (self._history is None and self._reclaimer.wake_at() <= anyio.current_time()
                     and await self._reclaimer.run_due()):

@@ -64,6 +64,9 @@ class StreamState:
         self._wakeup = anyio.Event()  # ends a retry pause early: stop, or a failover announced
         self._slots = anyio.Event()
         self._reader_waiting = False
+        # `edged pause`: no reads and no reclaims while set; running handlers finish.
+        self.paused = False
+        self._resumed = anyio.Event()
 
     # ----------------------------------------------------------------- slots
 
@@ -123,9 +126,26 @@ class StreamState:
 
     # ----------------------------------------------------------------- stop and pauses
 
+    def set_paused(self, flag: bool) -> None:
+        if flag == self.paused:
+            return
+        self.paused = flag
+        if flag:
+            self._resumed = anyio.Event()
+        else:
+            self._resumed.set()
+
+    async def wait_resumed(self) -> None:
+        """Park the reader while paused. A paused stream counts as read for READY=1: the
+        daemon is ready, and reads it the moment it is resumed."""
+        self.ready.set()
+        while self.paused and not self.stopping:
+            await self._resumed.wait()
+
     def stop(self) -> None:
         """Stop reading and starting entries; what was queued waits to be handed back."""
         self.stopping = True
+        self._resumed.set()
         self.slots.leave(self.stream)
         self._wakeup.set()
         self.unstarted.extend(self.queue.close())

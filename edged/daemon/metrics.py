@@ -192,8 +192,11 @@ class EdgedCollector(Collector):
             "edged_stream_shard_info", "Always 1: the logical stream and shard index of the "
             "stream (an unsharded stream is its own logical stream, shard 0).",
             labels=SHARD_LABELS)
+        paused = GaugeMetricFamily("edged_stream_paused", "1 while `edged pause` holds the "
+                                   "stream: not read until resumed.", labels=LABELS)
         for s in status.streams:
             shard_info.add_metric([s.stream, s.group, s.logical, str(s.shard)], 1)
+            paused.add_metric([s.stream, s.group], 1 if s.paused else 0)
             stats = s.stats
             labels = [s.stream, s.group]
             for outcome, attr in OUTCOMES.items():
@@ -208,7 +211,7 @@ class EdgedCollector(Collector):
             errors.add_metric(labels, s.errors)
             restarts.add_metric(labels, s.restarts)
         yield from (messages, reads, read_errors, recreated, in_flight, handler, up, degraded,
-                    errors, restarts, shard_info)
+                    errors, restarts, shard_info, paused)
 
     @staticmethod
     def _daemon_metrics(status: DaemonStatus) -> Iterator[Metric]:

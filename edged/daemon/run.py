@@ -36,6 +36,7 @@ from edged.daemon.cleanup import remove_dead_consumers
 from edged.daemon.heartbeat import ConsumerNameTaken, Heartbeat
 from edged.daemon.http import HealthServer, ListenError, PublishSocket
 from edged.daemon.metrics import GroupSampler, make_registry
+from edged.daemon.pause import PauseWatch
 from edged.daemon.status import DaemonStatus, snapshot
 from edged.daemon.supervise import keep_running
 from edged.daemon.systemd import notify, run_notifier
@@ -224,6 +225,9 @@ class Daemon:
                         functools.partial(self.heartbeat.run, self._superseded))
         self._watch_failovers(root)
         root.start_soon(keep_running, "dead-consumer clean-up", self._cleanup_loop)
+        root.start_soon(keep_running, "pause watch", PauseWatch(
+            self.client, key_prefix(self.config), self.streams,
+            self.config.daemon.heartbeat_interval.seconds).run)
         if self._trimmer is not None:
             root.start_soon(keep_running, "retention", self._trimmer.run)
         root.start_soon(self._announce_ready)

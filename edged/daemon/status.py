@@ -29,6 +29,7 @@ from edged.keys import (
     HB_FAILED,
     HB_IN_FLIGHT,
     HB_OUTBOX,
+    HB_PAUSED,
     HB_PROCESSED,
     HB_READY,
 )
@@ -66,6 +67,8 @@ class StreamStatus:
     """The config's stream this one is a shard of (itself when not sharded)."""
     shard: int
     """Its index among the logical stream's shards (0 when not sharded)."""
+    paused: bool = False
+    """`edged pause`: not read until resumed."""
 
     @property
     def name(self) -> str:
@@ -125,7 +128,8 @@ class DaemonStatus:
     def heartbeat_fields(self) -> dict[str, str]:
         """Live counts for the heartbeat record (read by `edged status`)."""
         outbox = {} if self.outbox is None else {HB_OUTBOX: str(self.outbox)}
-        return outbox | {
+        paused = [f"{s.stream}/{s.group}" for s in self.streams if s.paused]
+        return outbox | {HB_PAUSED: msgspec.json.encode(paused).decode()} | {
             HB_READY: "1" if self.ready else "0",
             HB_IN_FLIGHT: str(self.total("in_flight")),
             HB_PROCESSED: str(self.total("processed")),
@@ -180,7 +184,7 @@ def _stream_status(s: StreamConsumer, now: float, limit: float, stopping: bool) 
     health = s.health
     reading_fails = "read" in health.problems or "group" in health.problems
     stuck = (not stopping and quiet > limit and state.connected and not reading_fails
-             and state.stats.in_flight < s.cfg.concurrency)
+             and state.stats.in_flight < s.cfg.concurrency and not state.paused)
     return StreamStatus(
         stream=state.stream, group=state.group, concurrency=s.cfg.concurrency,
         claim_idle=s.cfg.claim_idle.seconds, claim_interval=s.cfg.claim_interval.seconds,
@@ -188,5 +192,5 @@ def _stream_status(s: StreamConsumer, now: float, limit: float, stopping: bool) 
         quiet_seconds=quiet, stuck=stuck, stats=state.stats,
         degraded=health.describe(), last_error=health.last_error, errors=health.errors,
         degraded_seconds=now - health.since if health.since is not None else 0.0,
-        restarts=s.restarts, logical=s.logical, shard=s.shard,
+        restarts=s.restarts, logical=s.logical, shard=s.shard, paused=state.paused,
     )
