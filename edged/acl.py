@@ -33,6 +33,8 @@ INSPECT = (
     # the retention probe of `edged groups` and `edged trim --dry-run`: the trim script run
     # read-only (a write in it would fail)
     " +eval_ro +evalsha_ro"
+    # --all: each stream's memory (an estimate)
+    " +memory|usage"
 )
 
 OPERATE = (

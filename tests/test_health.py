@@ -96,10 +96,11 @@ def test_metrics_match_redis_while_running(
     """Stream A gets 10 good entries, 3 the handler rejects and 2 that fail with
     max-deliveries 1 (so they are dead-lettered at once); stream B (concurrency 1) gets 3 that
     hang. Then /metrics must say: acked 10 and dead-lettered 5 on A, equal to what the handler
-    recorded, to XLEN of A's dead-letter stream and to edged_dead_letter_entries; failed 2; 15 handler runs in the histogram;
-    lag and pending of both groups equal to XINFO GROUPS (B: 1 pending, 2 lagging); an oldest
-    pending age on B; Redis up, no failover. /healthz, /readyz answer 200, `edged check` exits
-    0, other paths 404 and other methods 405. Once B's entries are released its gauges go to 0."""
+    recorded, to XLEN of A's dead-letter stream and to edged_dead_letter_entries; failed 2;
+    15 handler runs in the histogram; lag and pending of both groups equal to XINFO GROUPS
+    (B: 1 pending, 2 lagging); an oldest pending age on B; Redis up, no failover. /healthz,
+    /readyz answer 200, `edged check` exits 0, other paths 404 and other methods 405. Once B's
+    entries are released its gauges go to 0."""
     slow = f"{stream}:slow"
     port = free_port()
     d, cfg = start_daemon(spawned, tmp_path, [stream_cfg(stream, **{"max-deliveries": 1}),

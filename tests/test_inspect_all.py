@@ -5,6 +5,7 @@ consumer group is looked at."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import redis
@@ -30,7 +31,17 @@ def test_status_and_groups_all_find_a_group_nobody_names(
     assert out.returncode == 1, out.stdout + out.stderr
     assert forgotten in out.stdout and "ORPHANED" in out.stdout and "UNHEALTHY" in out.stdout
     out = run_edged("groups", *base, "--all", "--json")
-    rows = {g["stream"]: g for g in json.loads(out.stdout)["groups"]}
+    report = json.loads(out.stdout)
+    rows = {g["stream"]: g for g in report["groups"]}
     assert rows[forgotten]["verdict"] == "ORPHANED" and rows[named]["verdict"] == "OK"
+    # --all also says what each stream holds: length, first and last id, memory.
+    info = {s["stream"]: s for s in report["streams"]}[forgotten]
+    first = r.xrange(forgotten)[0][0].decode()
+    assert (info["length"], info["first_id"], info["last_id"]) == (1, first, first)
+    assert info["memory_bytes"] > 0
+    out = run_edged("groups", *base, "--all")
+    streams_table = re.split(r"^STREAM +LENGTH.*$", out.stdout, flags=re.M)[1]
+    line = next(x for x in streams_table.splitlines() if x.startswith(forgotten))
+    assert line.split()[1] == "1" and first in line, line
     out = run_edged("groups", named, "--all", "--url", server.url)
     assert out.returncode == 2 and "not both" in out.stderr

@@ -45,6 +45,7 @@ from edged.admin.lookup import (
 from edged.admin.registry import DaemonRecord, Registry, read_registry
 from edged.admin.retention import blocked_by
 from edged.admin.shards import max_id, places, resolve
+from edged.admin.streams import StreamInfo, stream_info
 from edged.config import Config
 from edged.layout import key_prefix, physical_streams
 from edged.replies import int_or_none, text
@@ -120,17 +121,21 @@ class GroupHealth(msgspec.Struct, frozen=True, omit_defaults=True):
     """A logical stream's row: its shards' own rows, which this one sums."""
 
 
-class GroupsReport(msgspec.Struct, frozen=True):
+class GroupsReport(msgspec.Struct, frozen=True, omit_defaults=True):
     groups: list[GroupHealth]
     healthy: bool
     """Every verdict is OK."""
+    streams: list[StreamInfo] = []
+    """With --all: each stream's length, first and last id, memory."""
 
 
-class StatusReport(msgspec.Struct, frozen=True):
+class StatusReport(msgspec.Struct, frozen=True, omit_defaults=True):
     daemons: list[DaemonRecord]
     groups: list[GroupHealth]
     healthy: bool
     """Every daemon ready and every verdict OK."""
+    streams: list[StreamInfo] = []
+    """With --all: each stream's length, first and last id, memory."""
 
 
 async def _count_after(client: Redis, stream: str, after: str) -> int | None:
@@ -452,7 +457,15 @@ def summed(logical: str, group: str, shards: list[GroupHealth], consumers: int) 
 
 async def groups_report(client: Redis, watch: GroupsWatch) -> GroupsReport:
     _, healths = await watch.report(client)
-    return GroupsReport(groups=healths, healthy=all(h.verdict == OK for h in healths))
+    return GroupsReport(groups=healths, healthy=all(h.verdict == OK for h in healths),
+                        streams=await _stream_info(client, watch, healths))
+
+
+async def _stream_info(client: Redis, watch: GroupsWatch,
+                       healths: list[GroupHealth]) -> list[StreamInfo]:
+    if not watch.every:
+        return []
+    return await stream_info(client, [h.stream for h in healths])
 
 
 async def status_report(client: Redis, watch: GroupsWatch) -> StatusReport:
@@ -461,4 +474,5 @@ async def status_report(client: Redis, watch: GroupsWatch) -> StatusReport:
     daemons = list(registry.daemons.values())
     healthy = (all(d.ready and not d.degraded for d in daemons)
                and all(h.verdict == OK for h in healths))
-    return StatusReport(daemons=daemons, groups=healths, healthy=healthy)
+    return StatusReport(daemons=daemons, groups=healths, healthy=healthy,
+                        streams=await _stream_info(client, watch, healths))

@@ -34,6 +34,7 @@ from edged.admin.pending import (
 )
 from edged.admin.registry import DaemonRecord, read_registry
 from edged.admin.shards import resolve
+from edged.admin.streams import StreamInfo
 from edged.admin.verdicts import (
     GroupHealth,
     GroupsReport,
@@ -255,7 +256,30 @@ def _groups_table(groups: Sequence[GroupHealth]) -> list[Item]:
 
 
 def _render_groups(report: GroupsReport) -> list[Item]:
-    return _groups_table(report.groups)
+    return [*_groups_table(report.groups), *_streams_table(report.streams)]
+
+
+def _streams_table(streams: Sequence[StreamInfo]) -> list[Item]:
+    """With --all: what each stream holds (a stream nobody reads can be seen growing)."""
+    if not streams:
+        return []
+    return ["", make_table(
+        ("STREAM", "LENGTH", "FIRST", "LAST", "MEMORY"),
+        [(s.stream, s.length, s.first_id, s.last_id, _size(s.memory_bytes)) for s in streams],
+        drop=("FIRST", "MEMORY"))]
+
+
+def _size(count: int | None) -> str | None:
+    if count is None:
+        return None
+    if count < 1024:
+        return f"{count}B"
+    value = float(count)
+    for unit in ("KiB", "MiB", "GiB"):
+        value /= 1024
+        if value < 1024 or unit == "GiB":
+            break
+    return f"{value:.1f}{unit}"
 
 
 def _render_consumers(report: ConsumersReport, detail: bool = False) -> list[Item]:
@@ -308,6 +332,7 @@ def _render_status(report: StatusReport) -> list[Item]:
     items += [f"PAUSED {d.consumer} {where} (edged resume ends it)"
               for d in report.daemons for where in d.paused]
     items += ["", *_groups_table(report.groups), ""]
+    items += _streams_table(report.streams)
     items.append("healthy" if report.healthy else "UNHEALTHY")
     return items
 
