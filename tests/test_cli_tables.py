@@ -104,3 +104,29 @@ def test_watch_into_head_ends_quietly(server: Server, r: redis.Redis, stream: st
     proc.stdout.close()  # what `head -1` does once it has its line
     assert proc.wait(timeout=30) == 0
     assert proc.stderr.read() == b""
+
+
+def test_free_text_is_cut_before_a_name_or_the_readiness_is_left_out() -> None:
+    """The status table of a daemon with a long name and many streams, at 80 columns: the
+    name stays whole, READY stays, the streams are cut with an ellipsis, and what is left out
+    is named."""
+    from rich.console import Console
+
+    from edged.cli.render import _fit, make_table
+
+    headers = ("CONSUMER", "HOST", "PID", "VERSION", "UPTIME", "STREAMS", "IN FLIGHT",
+               "PROCESSED", "FAILED", "DEAD LETTERED", "OUTBOX", "READY", "LAST BEAT")
+    name = "edge-host-0042.example.internal"
+    table = make_table(headers, [(name, "host-0042", 4242, "0.1.0", "3h", " ".join(
+        f"stream-{i}/edged" for i in range(12)), 0, 10, 0, 0, "-", "yes", "1s ago")],
+        drop=("VERSION", "PID", "UPTIME", "HOST", "DEAD LETTERED", "FAILED", "PROCESSED",
+              "IN FLIGHT", "OUTBOX", "LAST BEAT"), shorten=("STREAMS",))
+    fitted, hidden = _fit(table.edged_layout, 80)  # type: ignore[attr-defined]
+    console = Console(width=80, highlight=False)
+    with console.capture() as captured:
+        console.print(fitted)
+    lines = captured.get().splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in lines), lines
+    assert lines[0].split()[0] == "CONSUMER" and "READY" in lines[0]
+    assert name in lines[1] and "…" in lines[1] and "yes" in lines[1], lines
+    assert "VERSION" in hidden and "READY" not in hidden and "STREAMS" not in hidden

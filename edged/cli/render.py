@@ -30,6 +30,7 @@ WideOpt = Annotated[bool, typer.Option(
     "whole).")]
 
 GAP = 2  # spaces between two columns (box=None, padding (0, 1), no edge padding)
+SHORTENED = 24  # free text keeps at least this much before more columns are left out
 
 
 @dataclass
@@ -80,20 +81,25 @@ def _fit(layout: Layout, width: int) -> tuple[Table, list[str]]:
     order += [h for h in reversed(layout.headers[1:]) if h not in order]
     shown = list(layout.headers)
 
-    def total() -> int:
-        return sum(widths[h] for h in shown) + GAP * (len(shown) - 1)
+    def total(shortened: bool = False) -> int:
+        cut = SHORTENED if shortened else 10**9  # free text cut, with an ellipsis
+        return (sum(min(widths[h], cut) if h in layout.shorten else widths[h] for h in shown)
+                + GAP * (len(shown) - 1))
 
     hidden: list[str] = []
     for header in order:
-        if total() <= width:
-            break
-        if header in layout.shorten and total() - widths[header] + 8 <= width:
-            break  # cutting this free text to what is left is enough
+        if total(shortened=True) <= width:
+            break  # what is left fits, cutting free text with an ellipsis
         shown.remove(header)
         hidden.append(header)
     keep = [layout.headers.index(h) for h in shown]
+    cut = [h for h in shown if h in layout.shorten]
+    if cut and total() > width:  # the free text gets what the whole columns leave
+        room = width - total() + sum(widths[h] for h in cut)
+        for h in cut:
+            widths[h] = max(SHORTENED, room // len(cut))
     table = _build(shown, [tuple(r[i] for i in keep) for r in layout.rows], layout.shorten,
-                   layout.wrap)
+                   layout.wrap, widths)
     return table, hidden
 
 
@@ -131,15 +137,20 @@ def make_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *,
 
 
 def _build(headers: Sequence[str], rows: Sequence[Sequence[str]],
-           shorten: Sequence[str] = (), wrap: Sequence[str] = ()) -> Table:
+           shorten: Sequence[str] = (), wrap: Sequence[str] = (),
+           widths: dict[str, int] | None = None) -> Table:
+    """``widths`` (a table fitted to a terminal): what each column needs whole; only free
+    text may get less."""
     out = Table(box=None, pad_edge=False, show_edge=False)
     for header in headers:
         if header in wrap:
             out.add_column(header, overflow="fold")
         elif header in shorten:
-            out.add_column(header, no_wrap=True, overflow="ellipsis")
-        else:  # never folded: an id or a name broken over lines cannot be copied or read
-            out.add_column(header, no_wrap=True, overflow="ignore", min_width=len(header))
+            out.add_column(header, no_wrap=True, overflow="ellipsis",
+                           max_width=(widths or {}).get(header))
+        else:  # never cut or folded: an id or a name broken over lines cannot be copied
+            need = (widths or {}).get(header, len(header))
+            out.add_column(header, no_wrap=True, overflow="ignore", min_width=need)
     for row in rows:
         out.add_row(*(cell(v) for v in row))
     return out
