@@ -122,6 +122,15 @@ def embedded_server() -> Iterator[str]:
             proc.wait()
 
 
+def _alive(pid: int) -> bool:
+    """Running, and not a zombie waiting for a parent that is not us to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return pid_running(pid)
+    return state != "Z"
+
+
 def is_embedded_server(pid: int) -> bool:
     """Whether ``pid`` is a valkey-server (a recorded pid may have been reused since)."""
     try:
@@ -133,13 +142,13 @@ def is_embedded_server(pid: int) -> bool:
 def stop_server(record: EmbeddedRecord, timeout: float = 15.0) -> bool:
     """SIGTERM the recorded server (it flushes its append-only file) and forget it; False if
     it was not running. A pid that is no longer a valkey-server is left alone."""
-    running = pid_running(record.pid) and is_embedded_server(record.pid)
+    running = _alive(record.pid) and is_embedded_server(record.pid)
     if running:
         os.kill(record.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while pid_running(record.pid) and time.monotonic() < deadline:
+        while _alive(record.pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if pid_running(record.pid):
+        if _alive(record.pid):
             os.kill(record.pid, signal.SIGKILL)
     clear_record(record.pid)
     return running
