@@ -131,18 +131,24 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def is_embedded_server(pid: int) -> bool:
-    """Whether ``pid`` is a valkey-server (a recorded pid may have been reused since)."""
+def is_embedded_server(pid: int, url: str = "") -> bool:
+    """Whether ``pid`` is still the recorded server (a recorded pid may have been reused
+    since): a valkey or redis server, listening on the recorded URL's port when one is given
+    (the servers rewrite their command line to a title such as ``valkey-server 127.0.0.1:6379``)."""
     try:
-        return b"valkey-server" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
     except OSError:
         return False
+    if b"valkey-server" not in title and b"redis-server" not in title:
+        return False
+    port = url.rsplit(":", 1)[-1].split("/", 1)[0] if url else ""
+    return not port or f":{port}".encode() in title
 
 
 def stop_server(record: EmbeddedRecord, timeout: float = 15.0) -> bool:
     """SIGTERM the recorded server (it flushes its append-only file) and forget it; False if
     it was not running. A pid that is no longer a valkey-server is left alone."""
-    running = _alive(record.pid) and is_embedded_server(record.pid)
+    running = _alive(record.pid) and is_embedded_server(record.pid, record.url)
     if running:
         os.kill(record.pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout

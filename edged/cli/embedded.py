@@ -26,7 +26,8 @@ def status(as_json: JsonOpt = False) -> None:
     """Whether the embedded server runs, where, and whether the daemon that started it still
     does (a server whose daemon is gone is stale: `edged embedded stop` ends it)."""
     record = load_record()
-    running = record is not None and pid_running(record.pid) and is_embedded_server(record.pid)
+    running = (record is not None and pid_running(record.pid)
+               and is_embedded_server(record.pid, record.url))
     owner_alive = record is not None and (not record.owner or pid_running(record.owner))
     state = ("not running" if not running else "running" if owner_alive
              else "running, STALE: the daemon that started it is gone")
