@@ -7,38 +7,20 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import pytest
 import redis
 
 from tests.servers import Server, free_port
 from tests.support import DaemonProcess, process_gone, run_edged, wait_for, write_config
 from tests.support import test_env as edged_env
-
-
-def _record(state: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((state / "edged" / "embedded.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-@pytest.fixture
-def state(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "state"
-    yield path
-    record = _record(path)
-    if record is not None and not process_gone(int(record["pid"])):
-        os.kill(int(record["pid"]), signal.SIGKILL)
+from tests.test_daemon_process import _embedded_record as _record
+from tests.test_daemon_process import state  # noqa: F401 - fixture
 
 
 def test_the_server_dies_with_a_killed_daemon_and_the_demo_serves_metrics(
-        tmp_path: Path, state: Path, spawned: list[DaemonProcess]) -> None:
+        tmp_path: Path, state: Path, spawned: list[DaemonProcess]) -> None:  # noqa: F811
     """SIGKILL of `edged start --embedded` (a closed terminal is no kinder) takes its server
     with it: nothing is left under PID 1. While it runs, the demo answers /metrics."""
     env = edged_env(XDG_STATE_HOME=str(state))
@@ -58,7 +40,7 @@ def test_the_server_dies_with_a_killed_daemon_and_the_demo_serves_metrics(
 
 
 def test_a_stale_server_is_recognised_stopped_and_replaced(
-        tmp_path: Path, state: Path, spawned: list[DaemonProcess]) -> None:
+        tmp_path: Path, state: Path, spawned: list[DaemonProcess]) -> None:  # noqa: F811
     """A server recorded with a daemon that is gone (as an older edged could leave behind) is
     not used by other commands, `embedded status` calls it stale, and the next
     `start --embedded` stops it and starts its own."""
@@ -85,7 +67,7 @@ def test_a_stale_server_is_recognised_stopped_and_replaced(
 
 
 def test_embedded_stop_reset_and_a_config_without_a_server(
-        tmp_path: Path, state: Path, spawned: list[DaemonProcess]) -> None:
+        tmp_path: Path, state: Path, spawned: list[DaemonProcess]) -> None:  # noqa: F811
     env = edged_env(XDG_STATE_HOME=str(state))
     d = DaemonProcess.command(["start", "--embedded"], tmp_path / "d.log", env)
     spawned.append(d)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import msgspec
@@ -57,43 +57,39 @@ def _parse_fields(items: list[str]) -> dict[str, bytes]:
     return fields
 
 
+FieldOpt = Annotated[
+    list[str] | None, typer.Option("--field", "-f", help="Extra field k=v (repeatable).")]
+MaxlenOpt = Annotated[int | None, typer.Option(help="Trim the stream to about N entries.", min=1)]
+WaitReplicasOpt = Annotated[int, typer.Option(
+    help="Wait until N replicas have the entries (WAIT); exit 1 if fewer.", min=0)]
+WaitTimeoutOpt = Annotated[str, typer.Option(help="How long to wait for the replicas.")]
+KeyOpt = Annotated[str | None, typer.Option(
+    help="Sharded stream: the shard is picked from this key (CRC-32 mod shards), so one key's "
+    "entries keep their order.")]
+ShardsOpt = Annotated[int | None, typer.Option(
+    help="The stream's shard count; default: its `shards` in the config, else 1.", min=1,
+    max=MAX_SHARDS)]
+ViaDaemonOpt = Annotated[bool, typer.Option(
+    "--via-daemon", help="Go through the local daemon's outbox (the config's [outbox] socket, "
+    "else [daemon] listen); exit 69 if no daemon answers, 75 if its outbox is full.")]
+DirectOpt = Annotated[bool, typer.Option(
+    "--direct", help="Straight to Redis, even when the config has [outbox] and a daemon "
+    "answers.")]
+
+
 @exits
 def publish(
     stream: Annotated[str, typer.Argument(help="Stream to add to.")],
-    data: Annotated[
-        str | None,
-        typer.Argument(help="JSON body, or - to read one JSON document per line of stdin."),
-    ] = None,
-    field: Annotated[
-        list[str] | None, typer.Option("--field", "-f", help="Extra field k=v (repeatable).")
-    ] = None,
-    maxlen: Annotated[
-        int | None, typer.Option(help="Trim the stream to about N entries.", min=1)
-    ] = None,
-    wait_replicas: Annotated[
-        int, typer.Option(help="Wait until N replicas have the entries (WAIT); exit 1 if fewer.",
-                          min=0)
-    ] = 0,
-    wait_timeout: Annotated[
-        str, typer.Option(help="How long to wait for the replicas.")
-    ] = "1s",
-    key: Annotated[
-        str | None, typer.Option(help="Sharded stream: the shard is picked from this key "
-                                      "(CRC-32 mod shards), so one key's entries keep their order.")
-    ] = None,
-    shards: Annotated[
-        int | None, typer.Option(help="The stream's shard count; default: its `shards` in the "
-                                      "config, else 1.", min=1, max=MAX_SHARDS)
-    ] = None,
-    via_daemon: Annotated[
-        bool, typer.Option("--via-daemon", help="Go through the local daemon's outbox (the "
-                           "config's [outbox] socket, else [daemon] listen); exit 69 if no "
-                           "daemon answers, 75 if its outbox is full.")
-    ] = False,
-    direct: Annotated[
-        bool, typer.Option("--direct", help="Straight to Redis, even when the config has "
-                           "[outbox] and a daemon answers.")
-    ] = False,
+    data: Annotated[str | None, typer.Argument(
+        help="JSON body, or - to read one JSON document per line of stdin.")] = None,
+    field: FieldOpt = None,
+    maxlen: MaxlenOpt = None,
+    wait_replicas: WaitReplicasOpt = 0,
+    wait_timeout: WaitTimeoutOpt = "1s",
+    key: KeyOpt = None,
+    shards: ShardsOpt = None,
+    via_daemon: ViaDaemonOpt = False,
+    direct: DirectOpt = False,
     config: ConfigOpt = None,
     url: UrlOpt = None,
     as_json: JsonOpt = False,
@@ -107,8 +103,6 @@ def publish(
     the daemon's outbox: they are on its disk when this returns, and in Redis once it forwards
     them; each line shows the entry's message id (`edged-msgid`) instead of the Redis id.
     """
-    from edged.publish import publish_sharded
-
     fields = _parse_fields(field or [])
     try:
         timeout = Duration.parse(wait_timeout).seconds
@@ -125,16 +119,21 @@ def publish(
         _publish_via_daemon(where, stream, bodies, fields, key, as_json)
         return
     count = shards or _configured_shards(cfg, stream)
+    published = _publish_direct(cfg, resolved_url, stream, count, bodies, key=key, fields=fields,
+                                maxlen=maxlen, wait_replicas=wait_replicas, wait_timeout=timeout)
+    _show(stream, count, published, as_json)
+
+
+def _publish_direct(cfg: Config, url: str | None, stream: str, shards: int, bodies: list[bytes],
+                    **options: Any) -> list[Published]:
+    """Straight to Redis; NotReplicated: exit 1, naming the entries concerned."""
+    from edged.publish import publish_sharded
 
     async def go() -> list[Published]:
-        async with redis_client(cfg, resolved_url) as client:
-            return await publish_sharded(
-                client, stream, count, bodies, key=key, fields=fields, maxlen=maxlen,
-                wait_replicas=wait_replicas, wait_timeout=timeout,
-            )
+        async with redis_client(cfg, url) as client:
+            return await publish_sharded(client, stream, shards, bodies, **options)
 
-    published = anyio.run(go)  # NotReplicated: exit 1, naming the entries concerned
-    _show(stream, count, published, as_json)
+    return anyio.run(go)
 
 
 def _through_daemon(cfg: Config, via_daemon: bool, direct: bool, url: str | None) -> str | None:
