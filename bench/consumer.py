@@ -63,7 +63,7 @@ def subprocess_env() -> dict[str, str]:
 class Consumer:
     """A consumer process whose combined output goes to a temp file, read back on failure."""
 
-    def __init__(self, argv: Sequence[str]) -> None:
+    def __init__(self, argv: Sequence[str], extra_env: dict[str, str] | None = None) -> None:
         # Lives as long as the process; closed in stop().
         self._log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         self.started = time.monotonic()
@@ -74,7 +74,7 @@ class Consumer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=REPO_ROOT,
-                env=subprocess_env(),
+                env={**subprocess_env(), **(extra_env or {})},
             )
         except OSError as exc:
             self._log.close()

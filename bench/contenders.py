@@ -1,23 +1,20 @@
-"""The three contenders: how each is started, and edged's extra memory measurements."""
+"""The three contenders: how each is started and how its drain of a preloaded backlog is timed."""
 
 from __future__ import annotations
 
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import redis
 
-from bench.consumer import Consumer, ContenderFailed, Result, measure_drain, wait_for
+from bench.consumer import Consumer, ContenderFailed, Result, measure_drain
 from bench.faststream_consumer import describe
-from bench.stream import fresh_stream
 
 GROUP = "bench"
 CONSUMER = "bench-1"
-IDLE_SETTLE = 2.0
 
 
 @dataclass(frozen=True)
@@ -26,19 +23,32 @@ class Settings:
     timeout: float
 
 
-def _python_module(module: str, *args: str) -> list[str]:
+def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def _edged_argv(settings: Settings, config: Path) -> list[str]:
+def edged_exe() -> str:
     # The console script sits next to the interpreter in the venv the benchmark runs from.
     exe = Path(sys.executable).parent / "edged"
     if not exe.exists():
         raise ContenderFailed(f"{exe} not found")
-    return [str(exe), "start", "-c", str(config), "--url", settings.url]
+    return str(exe)
 
 
-def _edged_config(directory: Path, stream: str, concurrency: int) -> Path:
+def edged_argv(settings: Settings, config: Path) -> list[str]:
+    return [edged_exe(), "start", "-c", str(config), "--url", settings.url]
+
+
+HANDLERS = {
+    "async": '"bench.handlers:noop"',
+    "sync": '"bench.handlers:noop_sync"',
+    "exec": '{ exec = ["/bin/true"], timeout = "60s" }',
+    "latency": '"bench.handlers:latency"',
+}
+"""The ``handler`` value of each edged variant, as TOML."""
+
+
+def edged_config(directory: Path, stream: str, concurrency: int, handler: str = "async") -> Path:
     path = directory / f"{stream.replace(':', '_')}.toml"
     path.write_text(
         "[daemon]\n"
@@ -48,7 +58,7 @@ def _edged_config(directory: Path, stream: str, concurrency: int) -> Path:
         "[[streams]]\n"
         f'stream = "{stream}"\n'
         f'group = "{GROUP}"\n'
-        'handler = "bench.handlers:noop"\n'
+        f"handler = {HANDLERS[handler]}\n"
         f"concurrency = {concurrency}\n"
         'start-id = "0"\n'
     )
@@ -56,16 +66,23 @@ def _edged_config(directory: Path, stream: str, concurrency: int) -> Path:
 
 
 def run_edged(
-    client: redis.Redis, settings: Settings, entries: int, concurrency: int, workdir: Path
+    client: redis.Redis,
+    settings: Settings,
+    entries: int,
+    concurrency: int,
+    workdir: Path,
+    handler: str = "async",
 ) -> Result:
-    stream = f"bench:edged:{concurrency}"
-    result = Result("edged", f"concurrency={concurrency}", entries, extra={"concurrency": concurrency})
+    stream = f"bench:edged:{handler}:{concurrency}"
+    label = f"concurrency={concurrency}" + ("" if handler == "async" else f", {handler} handler")
+    extra = {"concurrency": concurrency, "handler": handler}
+    result = Result("edged", label, entries, extra=extra)
 
     def record_rss(consumer: Consumer) -> None:
         result.extra["rss_after_run"] = psutil.Process(consumer.pid).memory_info().rss
 
     try:
-        argv = _edged_argv(settings, _edged_config(workdir, stream, concurrency))
+        argv = edged_argv(settings, edged_config(workdir, stream, concurrency, handler))
     except ContenderFailed as exc:
         result.error = str(exc)
         return result
@@ -80,34 +97,9 @@ def run_edged(
     )
 
 
-def edged_idle_rss(client: redis.Redis, settings: Settings, concurrency: int, workdir: Path) -> int:
-    """RSS of a daemon on an empty stream, ``IDLE_SETTLE`` s after its consumer first read."""
-    stream = "bench:edged:idle"
-    fresh_stream(client, stream, GROUP, 0)
-    consumer = Consumer(_edged_argv(settings, _edged_config(workdir, stream, concurrency)))
-    try:
-        # The first XREADGROUP registers the consumer: only then is the daemon really up.
-        wait_for(
-            client,
-            stream,
-            GROUP,
-            consumer,
-            consumer.started + settings.timeout,
-            lambda s: s.consumers > 0,
-            "the consumer to register",
-        )
-        time.sleep(IDLE_SETTLE)
-        consumer.check_alive()
-        rss: int = psutil.Process(consumer.pid).memory_info().rss
-        return rss
-    finally:
-        consumer.stop()
-        client.delete(stream)
-
-
 def run_raw(client: redis.Redis, settings: Settings, entries: int, count: int) -> Result:
     stream = "bench:raw:1"
-    argv = _python_module(
+    argv = python_module(
         "bench.raw",
         "--url",
         settings.url,
@@ -126,7 +118,7 @@ def run_raw(client: redis.Redis, settings: Settings, entries: int, count: int) -
 
 def run_faststream(client: redis.Redis, settings: Settings, entries: int, mode: str, count: int) -> Result:
     stream = f"bench:faststream:{mode}"
-    argv = _python_module(
+    argv = python_module(
         "bench.faststream_consumer",
         "--url",
         settings.url,
@@ -150,13 +142,20 @@ def workdir() -> tempfile.TemporaryDirectory[str]:
 
 
 def run_faststream_bounded(
-    client: redis.Redis, settings: Settings, entries: int, probe: int, mode: str, count: int
+    client: redis.Redis,
+    settings: Settings,
+    entries: int,
+    probe: int,
+    mode: str,
+    count: int,
+    allow_full: bool = True,
 ) -> Result:
     """FastStream on ``probe`` entries first; on all ``entries`` only if that fits the budget.
 
     FastStream's per-message mode runs at a few thousand entries/s, so a full-size drain could
     outlast the timeout. The rate of a backlog drain does not depend on the backlog's size, so
-    the probe's rate stands in when the full run would take more than half the timeout.
+    the probe's rate stands in when the full run would take more than half the timeout (or
+    always, without ``allow_full``: ``--quick``).
     """
     if probe <= 0 or probe >= entries:
         return run_faststream(client, settings, entries, mode, count)
@@ -164,6 +163,9 @@ def run_faststream_bounded(
     if first.rate is None:
         return first
     projected = entries / first.rate
+    if not allow_full:
+        first.notes.append(f"probe of {probe} entries only (--quick)")
+        return first
     if projected > settings.timeout / 2:
         first.notes.append(f"full {entries} entries would take ~{projected:.0f} s: ran {probe}")
         return first
