@@ -1,14 +1,10 @@
 """`edged check`: is the local daemon ready? Asks its /readyz, for scripts and health gates."""
 
-from __future__ import annotations
-
-import http.client
 from typing import Annotated
 
 import typer
 
 from edged.cli.options import ConfigOpt, config_path, exits
-from edged.config import Config, load_config, split_host_port
 from edged.errors import EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, ConfigError
 
 # A wildcard listen address is reached through loopback.
@@ -17,6 +13,11 @@ _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 def check_ready(listen: str, timeout: float) -> tuple[int, str]:
     """(exit code, one line) from GET /readyz on ``listen``."""
+    # Imported here, not at the top: start-up time (see edged/cli/__init__.py).
+    import http.client
+
+    from edged.config import split_host_port
+
     host, port = split_host_port(listen)
     host = _WILDCARDS.get(host, host)
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
@@ -44,6 +45,8 @@ def check(
 ) -> None:
     """Exit 0 if the local daemon is ready (its /readyz), 1 with the reason if not,
     69 if nothing listens on `[daemon] listen`, 78 if the config is bad or listen is off."""
+    from edged.config import Config, load_config
+
     path = config_path(config)
     cfg = load_config(path) if path is not None else Config()
     listen = cfg.daemon.listen

@@ -1,13 +1,9 @@
 """``edged config validate|show|reference``: check, print and document the configuration."""
 
-from __future__ import annotations
-
-import msgspec
 import typer
 
 from edged.cli.options import ConfigOpt, config_path, exits
 from edged.cli.start import preflight, url_override
-from edged.config import DEFAULT_CONFIG_PATH, Config, load_config
 from edged.errors import ConfigError
 
 config_app = typer.Typer(help="Check, print or document the configuration.", no_args_is_help=True,
@@ -19,6 +15,9 @@ config_app = typer.Typer(help="Check, print or document the configuration.", no_
 def config_validate(config: ConfigOpt = None) -> None:
     """Exit 0 if `edged start` would accept the config (handlers importable, password and TLS
     files readable, $EDGED_REDIS_URL usable), 78 naming the file and the field if not."""
+    # Here, not at the top: start-up time (see edged/cli/__init__.py).
+    from edged.config import DEFAULT_CONFIG_PATH, load_config
+
     path = config_path(config)
     if path is None:
         raise ConfigError(f"no config file: give -c FILE or create {DEFAULT_CONFIG_PATH}")
@@ -32,6 +31,10 @@ def config_validate(config: ConfigOpt = None) -> None:
 @exits
 def config_show(config: ConfigOpt = None) -> None:
     """Print the effective config with defaults filled in, as JSON; secrets are never shown."""
+    import msgspec  # here, with the config: start-up time (see edged/cli/__init__.py)
+
+    from edged.config import Config, load_config
+
     path = config_path(config)
     cfg = load_config(path) if path is not None else Config()
     typer.echo(msgspec.json.format(msgspec.json.encode(cfg.redacted()), indent=2).decode())

@@ -4,21 +4,23 @@ A sharded stream of the config covers the dead-letter streams of all its shards 
 one shard's).
 """
 
-from __future__ import annotations
-
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from redis.asyncio import Redis
 
-from edged.admin import dlq
-from edged.admin.shards import resolve
 from edged.cli.inspect import ShardOpt
 from edged.cli.options import ConfigOpt, JsonOpt, TimeoutOpt, UrlOpt, exits, run_once
 from edged.cli.render import WideOpt, age, make_table, print_json, print_table
-from edged.config import Config
 from edged.errors import EXIT_FAILURE, UsageError
+
+# The library (edged.admin.dlq, which imports redis) is imported in the commands: start-up time
+# (see edged/cli/__init__.py).
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from edged.admin import dlq
+    from edged.config import Config
 
 dlq_app = typer.Typer(
     help="Dead-letter entries of a stream: list, show, replay to the stream, purge.",
@@ -48,13 +50,15 @@ IdsOpt = Annotated[
 
 def _run(
     config: ConfigOpt, url: UrlOpt, stream: str, dead_letter: str | None, shard: int | None,
-    action: Callable[[Redis, str], Awaitable[T]],
-    over_shards: Callable[[Redis, dlq.DeadLetters], Awaitable[T]],
+    action: "Callable[[Redis, str], Awaitable[T]]",
+    over_shards: "Callable[[Redis, dlq.DeadLetters], Awaitable[T]]",
 ) -> T:
     """Resolve the connection and the dead-letter stream(s), then run ``action`` on one
     dead-letter stream, or ``over_shards`` on those of a sharded stream's shards."""
+    from edged.admin import dlq
+    from edged.admin.shards import resolve
 
-    async def go(client: Redis, cfg: Config) -> T:
+    async def go(client: "Redis", cfg: "Config") -> T:
         target = resolve(cfg, stream, None, shard)
         if not target.sharded:
             return await action(client, dlq.dead_letter_stream(cfg, target.stream, dead_letter))
@@ -87,11 +91,11 @@ def _shard(index: int | None) -> str:
     return "-" if index is None else str(index)
 
 
-def _field_text(value: dlq.FieldValue) -> str:
+def _field_text(value: "dlq.FieldValue") -> str:
     return value if isinstance(value, str) else f"(not UTF-8, base64) {value.base64}"
 
 
-def _report_failures(failures: Sequence[dlq.Failure]) -> None:
+def _report_failures(failures: "Sequence[dlq.Failure]") -> None:
     for failure in failures:
         typer.echo(f"edged: {failure.dead_id}: {failure.error}", err=True)
 
@@ -121,6 +125,8 @@ def list_entries(
 
     A sharded stream: the entries of all its shards' dead-letter streams, merged.
     """
+    from edged.admin import dlq
+
     if after is not None:
         dlq.check_range_id(after, "--after")
     page = _run(config, url, stream, dead_letter, shard,
@@ -169,6 +175,8 @@ def show(
 
     A sharded stream: from whichever shard's dead-letter stream holds it (exit 2 if several do).
     """
+    from edged.admin import dlq
+
     dlq.check_entry_id(dead_id, "DEAD_ID")
     entry = _run(config, url, stream, dead_letter, shard,
                  lambda client, dead: dlq.show_dead(client, dead, dead_id),
@@ -214,6 +222,8 @@ def replay(
     Exit 1 if any id could not be replayed (the others are still replayed). A sharded stream:
     each entry goes back to the shard it came from.
     """
+    from edged.admin import dlq
+
     if bool(ids) == replay_all:
         raise UsageError("give the entries to replay with --id ID (repeatable), or --all")
     for dead_id in ids or []:
@@ -258,6 +268,8 @@ def purge(
 
     A sharded stream: in each of its shards' dead-letter streams.
     """
+    from edged.admin import dlq
+
     if ids and before is not None:
         raise UsageError("give --id or --before, not both")
     for dead_id in ids or []:

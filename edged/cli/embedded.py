@@ -1,7 +1,5 @@
 """``edged embedded status|stop|reset``: the embedded server of ``edged start --embedded``."""
 
-from __future__ import annotations
-
 import shutil
 from typing import Annotated
 
@@ -9,9 +7,10 @@ import typer
 
 from edged.cli.options import JsonOpt, exits
 from edged.cli.render import print_json
-from edged.embedded import data_dir, is_embedded_server, stop_server
 from edged.errors import UsageError
-from edged.state import load_record, pid_running, record_path
+
+# edged.embedded (which imports redis) and edged.state (msgspec) are imported in the commands:
+# start-up time (see edged/cli/__init__.py).
 
 embedded_app = typer.Typer(
     help="The embedded server of `edged start --embedded`: status, stop, reset.",
@@ -25,6 +24,9 @@ embedded_app = typer.Typer(
 def status(as_json: JsonOpt = False) -> None:
     """Whether the embedded server runs, where, and whether the daemon that started it still
     does (a server whose daemon is gone is stale: `edged embedded stop` ends it)."""
+    from edged.embedded import data_dir, is_embedded_server
+    from edged.state import load_record, pid_running, record_path
+
     record = load_record()
     running = (record is not None and pid_running(record.pid)
                and is_embedded_server(record.pid, record.url))
@@ -50,6 +52,9 @@ def status(as_json: JsonOpt = False) -> None:
 @exits
 def stop() -> None:
     """Stop the embedded server (SIGTERM: it writes its data first) and forget its record."""
+    from edged.embedded import stop_server
+    from edged.state import load_record
+
     record = load_record()
     if record is None or not stop_server(record):
         typer.echo("the embedded server is not running")
@@ -64,6 +69,9 @@ def reset(
 ) -> None:
     """Stop the embedded server and delete its data: every stream, group and pending entry
     in it is gone. Without --yes: exit 2."""
+    from edged.embedded import data_dir, stop_server
+    from edged.state import load_record
+
     if not yes:
         raise UsageError(f"reset deletes {data_dir()} (every stream and group in it): add --yes")
     record = load_record()

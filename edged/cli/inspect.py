@@ -5,44 +5,15 @@ A STREAM naming a sharded logical stream of the config covers all its shards, su
 ``--detail`` one row per shard (admin/shards.py).
 """
 
-from __future__ import annotations
-
 import functools
 import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
-import anyio
 import typer
-from redis.asyncio import Redis
-from rich.console import Console, Group
-from rich.live import Live
-from rich.table import Table
-from rich.text import Text
 
-from edged.admin.dlq import check_range_id
-from edged.admin.pending import (
-    Consumer,
-    ConsumersReport,
-    PendingPage,
-    PendingSummary,
-    consumers_for,
-    pending_entries_for,
-    pending_summary_for,
-)
-from edged.admin.registry import DaemonRecord, read_registry
-from edged.admin.shards import resolve
-from edged.admin.streams import StreamInfo
-from edged.admin.verdicts import (
-    GroupHealth,
-    GroupsReport,
-    GroupsWatch,
-    StatusReport,
-    groups_report,
-    status_report,
-)
 from edged.cli.options import (
     ConfigOpt,
     GroupOpt,
@@ -56,14 +27,25 @@ from edged.cli.options import (
     run_once,
 )
 from edged.cli.render import WideOpt, age, make_table, print_json, print_table
-from edged.config import Config
 from edged.durations import Duration
 from edged.errors import EXIT_FAILURE, EXIT_OK, UsageError
-from edged.layout import key_prefix
+
+# The library (edged.admin, which imports redis), anyio and rich are imported in the commands
+# that use them: start-up time (see edged/cli/__init__.py).
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from rich.table import Table
+
+    from edged.admin.pending import Consumer, ConsumersReport, PendingPage, PendingSummary
+    from edged.admin.registry import DaemonRecord
+    from edged.admin.streams import StreamInfo
+    from edged.admin.verdicts import GroupHealth, GroupsReport, GroupsWatch, StatusReport
+    from edged.config import Config
+
+    Item = Table | str
+    """What a command prints: tables, and lines of text between them."""
 
 T = TypeVar("T")
-Item = Table | str
-"""What a command prints: tables, and lines of text between them."""
 
 WatchOpt = Annotated[
     float | None,
@@ -106,13 +88,18 @@ def _duration(text: str, option: str) -> float:
 
 def _watch(
     config: ConfigOpt, url: UrlOpt, seconds: float, as_json: bool,
-    fetch: Callable[[Redis, Config], Awaitable[T]], render: Callable[[T], list[Item]],
+    fetch: "Callable[[Redis, Config], Awaitable[T]]", render: "Callable[[T], list[Item]]",
 ) -> None:
     """Fetch and show every ``seconds`` until Ctrl-C, which exits 0.
 
     On a terminal the view is redrawn in place; piped, each refresh is printed in full after a
     header line (with --json: one document per line).
     """
+    import anyio
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.text import Text
+
     cfg, resolved_url = resolve_connection(config, url)
     tty = sys.stdout.isatty() and not as_json
 
@@ -146,14 +133,14 @@ def _watch(
         raise typer.Exit(EXIT_OK) from None
 
 
-def _show(value: T, as_json: bool, render: Callable[[T], list[Item]]) -> None:
+def _show(value: T, as_json: bool, render: "Callable[[T], list[Item]]") -> None:
     if as_json:
         print_json(value)
     else:
         _emit(render(value))
 
 
-def _emit(items: Sequence[Item]) -> None:
+def _emit(items: "Sequence[Item]") -> None:
     for item in items:
         if isinstance(item, str):
             typer.echo(item)
@@ -174,7 +161,7 @@ def _idle(seconds: float | None) -> str:
     return f"{seconds * 1000:.0f}ms" if seconds < 1 else age(seconds)
 
 
-def _lag(g: GroupHealth) -> str:
+def _lag(g: "GroupHealth") -> str:
     if g.lag is None:
         return "unknown"
     text = str(g.lag) if g.lag_source == "redis" else f"{g.lag} (counted)"
@@ -191,7 +178,7 @@ def _over(shards: Sequence[object] | None) -> str:
     return "" if shards is None else f" over {len(shards)} shards"
 
 
-def _render_summary(s: PendingSummary) -> list[Item]:
+def _render_summary(s: "PendingSummary") -> "list[Item]":
     if not s.pending:
         return [f"{s.stream} group {s.group}: nothing pending{_over(s.shards)}"]
     head = (f"{s.stream} group {s.group}: {s.pending} pending{_over(s.shards)}, ids {s.lowest_id} .. "
@@ -204,7 +191,7 @@ def _render_summary(s: PendingSummary) -> list[Item]:
     return [head, table]
 
 
-def _render_page(p: PendingPage) -> list[Item]:
+def _render_page(p: "PendingPage") -> "list[Item]":
     if not p.entries:
         return [f"{p.stream} group {p.group}: no pending entries match"]
     if any(e.stream is not None for e in p.entries):  # a sharded stream: say each entry's shard
@@ -227,7 +214,7 @@ def _render_page(p: PendingPage) -> list[Item]:
     return items
 
 
-def _group_cells(g: GroupHealth) -> tuple[object, ...]:
+def _group_cells(g: "GroupHealth") -> tuple[object, ...]:
     return (g.consumers, g.pending, _lag(g), g.last_delivered_id, g.entries_read,
             age(g.oldest_pending_age_seconds), g.dead_letters, ",".join(g.verdicts))
 
@@ -238,7 +225,7 @@ GROUP_HEADERS = ("CONSUMERS", "PENDING", "LAG", "LAST DELIVERED", "ENTRIES READ"
 GROUP_DROP = ("ENTRIES READ", "LAST DELIVERED", "CONSUMERS", "DEAD LETTERS", "OLDEST PENDING")
 
 
-def _groups_table(groups: Sequence[GroupHealth]) -> list[Item]:
+def _groups_table(groups: "Sequence[GroupHealth]") -> "list[Item]":
     if not groups:
         return ["no consumer groups found"]
     if any(g.logical is not None for g in groups):  # shards' own rows: say which shard
@@ -255,11 +242,11 @@ def _groups_table(groups: Sequence[GroupHealth]) -> list[Item]:
     return [table, *reasons, *sums]
 
 
-def _render_groups(report: GroupsReport) -> list[Item]:
+def _render_groups(report: "GroupsReport") -> "list[Item]":
     return [*_groups_table(report.groups), *_streams_table(report.streams)]
 
 
-def _streams_table(streams: Sequence[StreamInfo]) -> list[Item]:
+def _streams_table(streams: "Sequence[StreamInfo]") -> "list[Item]":
     """With --all: what each stream holds (a stream nobody reads can be seen growing)."""
     if not streams:
         return []
@@ -282,7 +269,7 @@ def _size(count: int | None) -> str | None:
     return f"{value:.1f}{unit}"
 
 
-def _render_consumers(report: ConsumersReport, detail: bool = False) -> list[Item]:
+def _render_consumers(report: "ConsumersReport", detail: bool = False) -> "list[Item]":
     if detail and report.shards is not None:
         rows = [(part.stream, _shard(part.shard), *_consumer_cells(c))
                 for part in report.shards for c in part.consumers]
@@ -298,19 +285,19 @@ CONSUMER_HEADERS = ("CONSUMER", "PENDING", "IDLE", "INACTIVE", "ALIVE", "HOST", 
 CONSUMER_DROP = ("PID", "LAST SEEN", "INACTIVE", "HOST")
 
 
-def _consumer_cells(c: Consumer) -> tuple[object, ...]:
+def _consumer_cells(c: "Consumer") -> tuple[object, ...]:
     return (c.consumer, c.pending, _idle(c.idle_seconds), _idle(c.inactive_seconds), _yes(c.alive),
             c.host, c.pid, None if c.last_seen_seconds is None else age(c.last_seen_seconds) + " ago")
 
 
-def _daemon_streams(d: DaemonRecord, groups: Sequence[GroupHealth]) -> str:
+def _daemon_streams(d: "DaemonRecord", groups: "Sequence[GroupHealth]") -> str:
     """The daemon's ``stream/group`` pairs, the shards of a summed logical row as that row."""
     logical = {f"{s.stream}/{s.group}": f"{g.stream}/{g.group} ({len(g.shards)} shards)"
                for g in groups if g.shards is not None for s in g.shards}
     return " ".join(dict.fromkeys(logical.get(pair, pair) for pair in d.streams))
 
 
-def _render_status(report: StatusReport) -> list[Item]:
+def _render_status(report: "StatusReport") -> "list[Item]":
     items: list[Item] = []
     if report.daemons:
         items.append(make_table(
@@ -339,13 +326,13 @@ def _render_status(report: StatusReport) -> list[Item]:
 
 # --------------------------------------------------------------------------- commands
 
-R = TypeVar("R", GroupsReport, StatusReport)
+R = TypeVar("R", "GroupsReport", "StatusReport")
 
 
 def _sampled(
     config: ConfigOpt, url: UrlOpt, sample: str, watch: float | None, check: bool,
-    as_json: bool, make_watch: Callable[[Config, float], GroupsWatch],
-    report: Callable[[Redis, GroupsWatch], Awaitable[R]], render: Callable[[R], list[Item]],
+    as_json: bool, make_watch: "Callable[[Config, float], GroupsWatch]",
+    report: "Callable[[Redis, GroupsWatch], Awaitable[R]]", render: "Callable[[R], list[Item]]",
 ) -> None:
     """`groups` and `status`: verdicts from samples `--sample` apart, or refreshed by --watch."""
     if watch is not None and check:
@@ -353,7 +340,7 @@ def _sampled(
     seconds = _duration(sample, "--sample")
     state: list[GroupsWatch] = []
 
-    async def fetch(client: Redis, cfg: Config) -> R:
+    async def fetch(client: "Redis", cfg: "Config") -> R:
         if not state:
             state.append(make_watch(cfg, seconds))
         return await report(client, state[0])
@@ -396,6 +383,12 @@ def pending(
 
     Over a sharded stream of the config: summed over its shards (--json adds each shard's).
     """
+    from edged.admin.dlq import check_range_id
+    from edged.admin.pending import pending_entries_for, pending_summary_for
+    from edged.admin.registry import read_registry
+    from edged.admin.shards import resolve
+    from edged.layout import key_prefix
+
     filters = idle is not None or consumer is not None or min_deliveries is not None or after is not None
     if filters and not detail:
         raise UsageError("--idle, --consumer, --min-deliveries and --after go with --detail")
@@ -404,7 +397,7 @@ def pending(
         check_range_id(after, "--after")
 
     if detail:
-        async def fetch_page(client: Redis, cfg: Config) -> PendingPage:
+        async def fetch_page(client: "Redis", cfg: "Config") -> "PendingPage":
             return await pending_entries_for(
                 client, resolve(cfg, stream, group, shard), group, count=count, after=after,
                 min_idle=min_idle, consumer=consumer, min_deliveries=min_deliveries)
@@ -415,7 +408,7 @@ def pending(
             _show(run_once(config, url, fetch_page), as_json, _render_page)
         return
 
-    async def fetch_summary(client: Redis, cfg: Config) -> PendingSummary:
+    async def fetch_summary(client: "Redis", cfg: "Config") -> "PendingSummary":
         target = resolve(cfg, stream, group, shard)
         registry = await read_registry(client, key_prefix(cfg))
         return await pending_summary_for(client, registry, target, group)
@@ -448,6 +441,8 @@ def groups(
     A sharded stream of the config is one row, its shards summed (the worst verdict of its
     shards); --detail gives one row per shard.
     """
+    from edged.admin.verdicts import GroupsWatch, groups_report
+
     if every and stream is not None:
         raise UsageError("--all looks at every stream; give a stream or --all, not both")
     _sampled(config, url, sample, watch, check, as_json,
@@ -473,8 +468,12 @@ def consumers(
     Over a sharded stream of the config: one row per consumer, summed over the shards
     (--detail: per shard; --json has both).
     """
+    from edged.admin.pending import consumers_for
+    from edged.admin.registry import read_registry
+    from edged.admin.shards import resolve
+    from edged.layout import key_prefix
 
-    async def fetch(client: Redis, cfg: Config) -> ConsumersReport:
+    async def fetch(client: "Redis", cfg: "Config") -> "ConsumersReport":
         target = resolve(cfg, stream, group, shard)
         registry = await read_registry(client, key_prefix(cfg))
         return await consumers_for(client, registry, target, group)
@@ -497,6 +496,8 @@ def status(
 ) -> None:
     """The fleet: every live daemon, then every group of the streams they read (and the
     config's) with lag and verdict; a sharded stream's shards summed unless --detail."""
+    from edged.admin.verdicts import GroupsWatch, status_report
+
     _sampled(config, url, sample, watch, check, as_json,
              lambda cfg, seconds: GroupsWatch(cfg, sample_seconds=seconds, detail=detail,
                                               every=every),

@@ -1,29 +1,21 @@
 """``edged group create|set-id|delete`` and ``edged consumer delete``: admin/manage.py."""
 
-from __future__ import annotations
-
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from redis.asyncio import Redis
 
-from edged.admin.manage import (
-    ConsumerDeletion,
-    GroupChange,
-    create_group,
-    delete_consumer,
-    delete_group,
-    set_group_id,
-    target_id,
-)
-from edged.admin.registry import read_registry
-from edged.admin.shards import resolve
 from edged.cli.inspect import ShardOpt
 from edged.cli.options import ConfigOpt, JsonOpt, StreamArg, TimeoutOpt, UrlOpt, exits, run_once
 from edged.cli.render import print_json
-from edged.config import Config
 from edged.errors import UsageError
-from edged.layout import key_prefix
+
+# The library (edged.admin, which imports redis) and the config are imported in the commands:
+# start-up time (see edged/cli/__init__.py).
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from edged.admin.manage import ConsumerDeletion, GroupChange
+    from edged.config import Config
 
 group_app = typer.Typer(
     help="Create a consumer group, move its last-delivered id, delete it.",
@@ -39,7 +31,9 @@ ForceOpt = Annotated[bool, typer.Option(
     "--force", help="Even though live daemons read the group (they go on as if nothing happened).")]
 
 
-def _streams(cfg: Config, stream: str, group: str, shard: int | None) -> list[str]:
+def _streams(cfg: "Config", stream: str, group: str, shard: int | None) -> list[str]:
+    from edged.admin.shards import resolve
+
     target = resolve(cfg, stream, group, shard)
     return [s.stream for s in target.shards] or [target.stream]
 
@@ -51,7 +45,7 @@ def _confirm(dry_run: bool, yes: bool, what: str) -> None:
         raise UsageError(f"{what}: add --dry-run to see what would change, or --yes to do it")
 
 
-def _show(changes: list[GroupChange], as_json: bool) -> None:
+def _show(changes: "list[GroupChange]", as_json: bool) -> None:
     if as_json:
         print_json(changes)
         return
@@ -82,7 +76,9 @@ def create(
 ) -> None:
     """Create GROUP on STREAM (and the stream if it does not exist); a sharded stream of the
     config: on every shard. A group that exists is refused (exit 1), untouched."""
-    async def go(client: Redis, cfg: Config) -> list[GroupChange]:
+    from edged.admin.manage import create_group
+
+    async def go(client: "Redis", cfg: "Config") -> "list[GroupChange]":
         return await create_group(client, _streams(cfg, stream, group, shard), group, start_id,
                                   dry_run)
 
@@ -107,9 +103,13 @@ def set_id(
     """Move GROUP's last-delivered id (XGROUP SETID): back, to deliver entries again; forward,
     to skip them. Pending entries stay pending. Refused (exit 1) while a live daemon reads the
     group, unless --force."""
+    from edged.admin.manage import set_group_id, target_id
+    from edged.admin.registry import read_registry
+    from edged.layout import key_prefix
+
     _confirm(dry_run, yes, "set-id")
 
-    async def go(client: Redis, cfg: Config) -> list[GroupChange]:
+    async def go(client: "Redis", cfg: "Config") -> "list[GroupChange]":
         streams = _streams(cfg, stream, group, shard)
         if to_id is not None and len(streams) > 1:
             raise UsageError(f"{stream} has {len(streams)} shards: an id belongs to one; "
@@ -132,9 +132,13 @@ def delete(
 ) -> None:
     """Delete GROUP (XGROUP DESTROY) and its pending entries. Refused (exit 1) while a live
     daemon reads it (it would create the group again at its start-id), unless --force."""
+    from edged.admin.manage import delete_group
+    from edged.admin.registry import read_registry
+    from edged.layout import key_prefix
+
     _confirm(dry_run, yes, "delete")
 
-    async def go(client: Redis, cfg: Config) -> list[GroupChange]:
+    async def go(client: "Redis", cfg: "Config") -> "list[GroupChange]":
         registry = await read_registry(client, key_prefix(cfg))
         return await delete_group(client, _streams(cfg, stream, group, shard), group, registry,
                                   dry_run, force)
@@ -157,7 +161,11 @@ def delete_one(
 ) -> None:
     """Delete CONSUMER from GROUP (XGROUP DELCONSUMER), only when it owns no pending entry
     (exit 1 otherwise: deleting it would drop them for good) and is no live daemon."""
-    async def go(client: Redis, cfg: Config) -> ConsumerDeletion:
+    from edged.admin.manage import delete_consumer
+    from edged.admin.registry import read_registry
+    from edged.layout import key_prefix
+
+    async def go(client: "Redis", cfg: "Config") -> "ConsumerDeletion":
         registry = await read_registry(client, key_prefix(cfg))
         return await delete_consumer(client, stream, group, consumer, registry, force)
 

@@ -4,15 +4,10 @@ On a sharded stream of the config each id is acted on in the shard where it is p
 ``--shard`` (or the shard's own name as STREAM) says which shard when an id is in several.
 """
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer
 
-from edged.admin.dlq import check_entry_id
-from edged.admin.operate import ack_in, claim_in
-from edged.admin.shards import resolve
 from edged.cli.inspect import ShardOpt
 from edged.cli.options import ConfigOpt, GroupOpt, IdsArg, JsonOpt, StreamArg, UrlOpt, exits, run_once
 from edged.cli.render import print_json
@@ -35,6 +30,11 @@ def claim(
     All or nothing: if any id is not pending, exit 1 naming them and claim none. On a sharded
     stream each id is claimed in the shard where it is pending (exit 2 if in several).
     """
+    # The library (it imports redis) here, not at the top: start-up time (edged/cli/__init__.py).
+    from edged.admin.dlq import check_entry_id
+    from edged.admin.operate import claim_in
+    from edged.admin.shards import resolve
+
     for entry_id in ids:
         check_entry_id(entry_id, "ID")
     result = run_once(config, url, lambda client, cfg: claim_in(
@@ -66,6 +66,10 @@ def ack(
     On a sharded stream each id is acked in the shard where it is pending (exit 2, acking
     none, if one is pending in several).
     """
+    from edged.admin.dlq import check_entry_id
+    from edged.admin.operate import ack_in
+    from edged.admin.shards import resolve
+
     for entry_id in ids:
         check_entry_id(entry_id, "ID")
     if not (yes or force):

@@ -1,26 +1,24 @@
-"""What every CLI command shares: connection options, config lookup, errors to exit codes."""
+"""What every CLI command shares: connection options, config lookup, errors to exit codes.
 
-from __future__ import annotations
+What a command needs (redis, anyio, msgspec, the config) is imported in the function that uses
+it: start-up time (see edged/cli/__init__.py).
+"""
 
 import functools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-import anyio
-import msgspec
 import typer
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
-from edged.config import DEFAULT_CONFIG_PATH, Config, check_redis_url, load_config
-from edged.connect.client import describe_target, describe_user, make_client
-from edged.connect.transient import AUTH_ERRORS, TRANSIENT_ERRORS
-from edged.durations import Duration
 from edged.errors import AccessDenied, ConfigError, EdgedError, RedisUnavailable
-from edged.state import read_cluster_record, read_record
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from edged.config import Config
 
 ConfigOpt = Annotated[
     Path | None,
@@ -78,6 +76,8 @@ def exits(fn: F) -> F:
 
 
 def config_path(explicit: Path | None) -> Path | None:
+    from edged.config import DEFAULT_CONFIG_PATH  # not at the top: start-up time
+
     if explicit is not None:
         return explicit
     env = os.environ.get("EDGED_CONFIG")
@@ -86,9 +86,12 @@ def config_path(explicit: Path | None) -> Path | None:
     return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
 
 
-def resolve_connection(config: Path | None, url: str | None) -> tuple[Config, str | None]:
+def resolve_connection(config: Path | None, url: str | None) -> "tuple[Config, str | None]":
     """The config to use and the URL override: --url, $EDGED_REDIS_URL, else the embedded
     server's URL, else the embedded cluster's config."""
+    from edged.config import Config, load_config
+    from edged.state import read_cluster_record, read_record
+
     path = config_path(config)
     cfg = load_config(path) if path is not None else Config()
     if url:
@@ -114,6 +117,8 @@ def resolve_connection(config: Path | None, url: str | None) -> tuple[Config, st
 
 def check_url_override(url: str, url_from: str) -> None:
     """The Redis URL from ``--url`` or ``$EDGED_REDIS_URL`` (named by ``url_from``) is usable."""
+    from edged.config import check_redis_url
+
     try:
         check_redis_url(url)
     except ValueError as exc:  # the message never holds the URL: it may hold a password
@@ -121,8 +126,15 @@ def check_url_override(url: str, url_from: str) -> None:
 
 
 @asynccontextmanager
-async def redis_client(cfg: Config, url: str | None) -> AsyncIterator[Redis]:
+async def redis_client(cfg: "Config", url: str | None) -> "AsyncIterator[Redis]":
     """A client for one command; Redis errors become one clear line and the right exit code."""
+    import msgspec
+    from redis.exceptions import RedisError
+
+    from edged.connect.client import describe_target, describe_user, make_client
+    from edged.connect.transient import AUTH_ERRORS, TRANSIENT_ERRORS
+    from edged.durations import Duration
+
     timeout = _timeout[0] or cfg.redis.connect_timeout.seconds
     redis_cfg = msgspec.structs.replace(cfg.redis, connect_timeout=Duration(timeout))
     client = make_client(redis_cfg, url=url, socket_timeout=timeout)
@@ -144,8 +156,10 @@ async def redis_client(cfg: Config, url: str | None) -> AsyncIterator[Redis]:
 
 
 def run_once(config: Path | None, url: str | None,
-             action: Callable[[Redis, Config], Awaitable[T]]) -> T:
+             action: "Callable[[Redis, Config], Awaitable[T]]") -> T:
     """Resolve the connection, then run ``action`` on one client; Redis errors → exit codes."""
+    import anyio
+
     cfg, resolved_url = resolve_connection(config, url)
 
     async def go() -> T:

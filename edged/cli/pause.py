@@ -1,17 +1,10 @@
 """``edged pause`` / ``edged resume``: stop and restart reading a stream on every daemon."""
 
-from __future__ import annotations
-
-import getpass
-import socket
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import msgspec
 import typer
-from redis.asyncio import Redis
 
-from edged.admin.shards import resolve
 from edged.cli.inspect import ShardOpt
 from edged.cli.options import (
     ConfigOpt,
@@ -24,12 +17,19 @@ from edged.cli.options import (
     run_once,
 )
 from edged.cli.render import print_json
-from edged.config import Config
 from edged.keys import paused_key
-from edged.layout import key_prefix
+
+# The library, the config and msgspec are imported in the commands: start-up time (see
+# edged/cli/__init__.py).
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from edged.config import Config
 
 
-def _fields(cfg: Config, stream: str, group: str, shard: int | None) -> list[str]:
+def _fields(cfg: "Config", stream: str, group: str, shard: int | None) -> list[str]:
+    from edged.admin.shards import resolve
+
     target = resolve(cfg, stream, group, shard)
     return [f"{s}/{group}" for s in ([s.stream for s in target.shards] or [target.stream])]
 
@@ -46,9 +46,16 @@ def pause(
     """Stop every daemon reading STREAM for GROUP, until `edged resume`: within a heartbeat
     interval they read and reclaim nothing more of it; handlers that run finish and are acked.
     A sharded stream of the config: every shard."""
+    import getpass
+    import socket
+
+    import msgspec
+
+    from edged.layout import key_prefix
+
     who = f"{getpass.getuser()}@{socket.gethostname()}"
 
-    async def go(client: Redis, cfg: Config) -> list[str]:
+    async def go(client: "Redis", cfg: "Config") -> list[str]:
         fields = _fields(cfg, stream, group, shard)
         value = msgspec.json.encode({"by": who, "at": int(time.time()), "reason": reason}).decode()
         await client.hset(paused_key(key_prefix(cfg)), mapping=dict.fromkeys(fields, value))
@@ -72,7 +79,9 @@ def resume(
     as_json: JsonOpt = False,
 ) -> None:
     """Let every daemon read STREAM for GROUP again (after `edged pause`)."""
-    async def go(client: Redis, cfg: Config) -> list[str]:
+    from edged.layout import key_prefix
+
+    async def go(client: "Redis", cfg: "Config") -> list[str]:
         fields = _fields(cfg, stream, group, shard)
         await client.hdel(paused_key(key_prefix(cfg)), *fields)
         return fields

@@ -1,23 +1,20 @@
 """``edged publish``: add entries in edged's shape (body in the ``payload`` field)."""
 
-from __future__ import annotations
-
 import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
-import anyio
-import msgspec
 import typer
 
 from edged.cli.options import ConfigOpt, JsonOpt, UrlOpt, exits, redis_client, resolve_connection
-from edged.codec import encode_json_text
-from edged.config import Config
 from edged.durations import Duration
 from edged.errors import UsageError
 from edged.sharding import MAX_SHARDS
 
+# anyio, msgspec and the library are imported where they are used: start-up time (see
+# edged/cli/__init__.py).
 if TYPE_CHECKING:
+    from edged.config import Config
     from edged.publish import Published
 
 
@@ -29,6 +26,8 @@ def _read_stdin_lines() -> Iterator[tuple[int, str]]:
 
 def _bodies(data: str | None) -> list[bytes]:
     """The JSON bodies to publish: the argument, or one per line of stdin for ``-``."""
+    from edged.codec import encode_json_text
+
     if data is None:
         raise UsageError("give a JSON body, or - to read JSON lines from stdin")
     if data != "-":
@@ -124,19 +123,21 @@ def publish(
     _show(stream, count, published, as_json)
 
 
-def _publish_direct(cfg: Config, url: str | None, stream: str, shards: int, bodies: list[bytes],
-                    **options: Any) -> list[Published]:
+def _publish_direct(cfg: "Config", url: str | None, stream: str, shards: int, bodies: list[bytes],
+                    **options: Any) -> "list[Published]":
     """Straight to Redis; NotReplicated: exit 1, naming the entries concerned."""
+    import anyio
+
     from edged.publish import publish_sharded
 
-    async def go() -> list[Published]:
+    async def go() -> "list[Published]":
         async with redis_client(cfg, url) as client:
             return await publish_sharded(client, stream, shards, bodies, **options)
 
     return anyio.run(go)
 
 
-def _through_daemon(cfg: Config, via_daemon: bool, direct: bool, url: str | None) -> str | None:
+def _through_daemon(cfg: "Config", via_daemon: bool, direct: bool, url: str | None) -> str | None:
     """Where the daemon takes publishes if this publish goes through it, else None."""
     from edged.outbox.client import DaemonUnavailable, endpoints, reachable
 
@@ -157,6 +158,8 @@ def _through_daemon(cfg: Config, via_daemon: bool, direct: bool, url: str | None
 
 def _publish_via_daemon(where: str, stream: str, bodies: list[bytes], fields: dict[str, bytes],
                         key: str | None, as_json: bool) -> None:
+    import msgspec
+
     from edged.outbox.client import publish_via_daemon
 
     reply = publish_via_daemon(where, stream, bodies, fields, key)
@@ -175,12 +178,14 @@ def _publish_via_daemon(where: str, stream: str, bodies: list[bytes], fields: di
         typer.echo(msgid)
 
 
-def _configured_shards(cfg: Config, stream: str) -> int:
+def _configured_shards(cfg: "Config", stream: str) -> int:
     """The stream's ``shards`` in the config (the largest, if groups disagree), else 1."""
     return max((s.shards for s in cfg.streams if s.stream == stream), default=1)
 
 
-def _show(stream: str, shards: int, published: list[Published], as_json: bool) -> None:
+def _show(stream: str, shards: int, published: "list[Published]", as_json: bool) -> None:
+    import msgspec
+
     if as_json:
         out: dict[str, object] = {"stream": stream, "ids": [p.id for p in published]}
         if shards > 1:

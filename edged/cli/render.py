@@ -1,18 +1,20 @@
-"""How CLI commands print: a rich table for people, JSON for programs. One renderer for all."""
+"""How CLI commands print: a rich table for people, JSON for programs. One renderer for all.
 
-from __future__ import annotations
+rich and msgspec are imported where a table or JSON is made, not at the top: start-up time
+(see edged/cli/__init__.py).
+"""
 
 import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import msgspec
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+
+if TYPE_CHECKING:
+    from rich.table import Table
+    from rich.text import Text
 
 # --wide is kept here by its option's callback, for the one command this process runs.
 _wide: list[bool] = [False]
@@ -48,10 +50,12 @@ class Layout:
     """Columns whose text is read in full (a dead letter's fields): wrapped over lines."""
 
 
-def print_table(table: Table) -> None:
+def print_table(table: "Table") -> None:
     """Piped: one row per line, never folded, for grep and awk. On a terminal: cells are never
     wrapped (an id or a name stays whole); columns that do not fit are left out, by priority,
     with a note naming them; --wide shows all of them."""
+    from rich.console import Console
+
     layout: Layout | None = getattr(table, "edged_layout", None)
     width = _terminal_width()
     hidden: list[str] = []
@@ -73,7 +77,7 @@ def _terminal_width() -> int | None:
     return shutil.get_terminal_size((80, 24)).columns
 
 
-def _fit(layout: Layout, width: int) -> tuple[Table, list[str]]:
+def _fit(layout: Layout, width: int) -> "tuple[Table, list[str]]":
     """The table with as many columns as fit in ``width``; and the headers left out."""
     widths = {h: 8 if h in layout.wrap else max([len(h), *(len(r[i]) for r in layout.rows)])
               for i, h in enumerate(layout.headers)}
@@ -104,6 +108,8 @@ def _fit(layout: Layout, width: int) -> tuple[Table, list[str]]:
 
 
 def print_json(value: object) -> None:
+    import msgspec
+
     typer.echo(msgspec.json.encode(value).decode())
 
 
@@ -119,14 +125,16 @@ def age(seconds: float | None) -> str:
     return f"{s}s"
 
 
-def cell(value: object) -> Text:
+def cell(value: object) -> "Text":
+    from rich.text import Text
+
     # Text, not str: rich would read "[...]" in a reason or payload as markup.
     return Text("-" if value is None else str(value))
 
 
 def make_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *,
                drop: Sequence[str] = (), shorten: Sequence[str] = (),
-               wrap: Sequence[str] = ()) -> Table:
+               wrap: Sequence[str] = ()) -> "Table":
     """A table of ``rows``; ``drop``, ``shorten`` and ``wrap`` say how it narrows on a
     terminal (see Layout)."""
     text_rows = [tuple("-" if v is None else str(v) for v in row) for row in rows]
@@ -138,9 +146,11 @@ def make_table(headers: Sequence[str], rows: Sequence[Sequence[object]], *,
 
 def _build(headers: Sequence[str], rows: Sequence[Sequence[str]],
            shorten: Sequence[str] = (), wrap: Sequence[str] = (),
-           widths: dict[str, int] | None = None) -> Table:
+           widths: dict[str, int] | None = None) -> "Table":
     """``widths`` (a table fitted to a terminal): what each column needs whole; only free
     text may get less."""
+    from rich.table import Table
+
     out = Table(box=None, pad_edge=False, show_edge=False)
     for header in headers:
         if header in wrap:

@@ -1,38 +1,31 @@
 """``edged start``: run the daemon in the foreground, as systemd does."""
 
-from __future__ import annotations
-
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
-import anyio
 import typer
 
 from edged.cli.options import ConfigOpt, UrlOpt, check_url_override, config_path, exits
-from edged.config import (
-    DEFAULT_CONFIG_PATH,
-    Config,
-    ExecHandler,
-    check_consumer_name,
-    config_error,
-    demo_config,
-    load_config,
-)
-from edged.connect.auth import check_credentials
 from edged.errors import ConfigError, UsageError
-from edged.handlers import build_handler, use_handler_path
-from edged.logs import setup_logging
+
+# The daemon, the config, anyio and redis are imported when a command here runs: start-up time
+# (see edged/cli/__init__.py).
+if TYPE_CHECKING:
+    from edged.config import Config
 
 log = logging.getLogger("edged.embedded")
 
 
-def preflight(cfg: Config, source: str, url: str | None = None, url_from: str = "--url") -> None:
+def preflight(cfg: "Config", source: str, url: str | None = None, url_from: str = "--url") -> None:
     """Everything start-up would trip over, checked before any connection (by ``start`` and by
     ``config validate`` alike): a bad value raises ConfigError (exit 78) naming ``source`` (the
     config file) and the field, or ``url_from`` for the URL override; never a secret."""
+    from edged.config import check_consumer_name, config_error
+    from edged.connect.auth import check_credentials
+
     if not cfg.streams and cfg.outbox is None:  # an outbox alone: a host that only produces
         raise config_error(source, "$.streams", "no [[streams]] to consume (and no [outbox])")
     if url:
@@ -44,9 +37,12 @@ def preflight(cfg: Config, source: str, url: str | None = None, url_from: str = 
     check_handlers(cfg, source)
 
 
-def check_handlers(cfg: Config, source: str = "<config>") -> None:
+def check_handlers(cfg: "Config", source: str = "<config>") -> None:
     """Import every handler of the config, and find every exec handler's program: a bad one
     raises ConfigError (exit 78)."""
+    from edged.config import ExecHandler
+    from edged.handlers import build_handler, use_handler_path
+
     use_handler_path(cfg.daemon.handler_path)
     for i, s in enumerate(cfg.streams):
         if isinstance(s.handler, ExecHandler):
@@ -55,6 +51,8 @@ def check_handlers(cfg: Config, source: str = "<config>") -> None:
 
 
 def _check_program(program: str, source: str, where: str) -> None:
+    from edged.config import config_error
+
     found = program if "/" in program else shutil.which(program)
     if found is None:
         raise config_error(source, where, f"program {program!r} is not found in $PATH")
@@ -94,7 +92,11 @@ def start(
     ] = None,
 ) -> None:
     """Run the daemon in the foreground (systemd runs it the same way)."""
+    import anyio
+
+    from edged.config import DEFAULT_CONFIG_PATH, demo_config, load_config
     from edged.daemon.run import Daemon
+    from edged.logs import setup_logging
 
     if log_format not in ("text", "json"):
         raise UsageError(f"--log-format must be text or json, not {log_format!r}")
@@ -141,6 +143,9 @@ def check_cluster_options(embedded: bool, cluster: bool, replicas: int | None,
 def start_embedded_cluster(path: Path | None, replicas: int, takeover: bool) -> NoReturn:
     """``edged start --embedded --cluster [-c FILE]``: the demo, or the file's streams, on the
     embedded cluster; its [redis] gives way to the cluster's seeds."""
+    import anyio
+
+    from edged.config import load_config
     from edged.daemon.run import Daemon
     from edged.embedded_cluster import (
         PLACEHOLDER_SEEDS,
@@ -154,7 +159,7 @@ def start_embedded_cluster(path: Path | None, replicas: int, takeover: bool) -> 
     source = str(path) if path is not None else "<demo config>"
     loaded = load_config(path) if path is not None else None
 
-    def config_for(seeds: list[str]) -> Config:
+    def config_for(seeds: list[str]) -> "Config":
         if loaded is None:
             return demo_cluster_config(seeds)
         return on_cluster(loaded, seeds, source)

@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import signal
+from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
@@ -34,8 +35,6 @@ from edged.consume.reader import use_raw_stream_replies
 from edged.consume.slots import Slots
 from edged.daemon.cleanup import remove_dead_consumers
 from edged.daemon.heartbeat import ConsumerNameTaken, Heartbeat
-from edged.daemon.http import HealthServer, ListenError, PublishSocket
-from edged.daemon.metrics import GroupSampler, make_registry
 from edged.daemon.pause import PauseWatch
 from edged.daemon.status import DaemonStatus, snapshot
 from edged.daemon.supervise import keep_running
@@ -44,11 +43,16 @@ from edged.daemon.trim import Trimmer
 from edged.errors import EXIT_FAILURE
 from edged.handlers import HandlerCall, build_handler, use_handler_path
 from edged.layout import expand, is_cluster, key_prefix, trim_targets
-from edged.outbox.metrics import OutboxCollector
-from edged.outbox.route import publish_request
-from edged.outbox.service import Outbox
 from edged.scripts import Scripts
 from edged.shutdown import END_HEARTBEAT, OUTBOX_SETTLE
+
+# The HTTP server and its metrics (prometheus_client, http.server) and the outbox (sqlite3) are
+# imported only by a daemon whose config has them ([daemon] listen, [outbox]): a daemon without
+# them does not carry them in memory (issue 14, idle footprint).
+if TYPE_CHECKING:
+    from edged.daemon.http import HealthServer
+    from edged.daemon.metrics import GroupSampler
+    from edged.outbox.service import Outbox
 
 log = logging.getLogger("edged.daemon")
 
@@ -91,10 +95,14 @@ class Daemon:
                          if targets else None)
         self.outbox = self._open_outbox()
         # Group gauges for /metrics, sampled from Redis only when HTTP is on.
-        self._sampler = (GroupSampler(self.client, [(s.stream, s.group) for s in self.streams],
-                                      dead_letters={s.stream: s.cfg.dead_letter_stream
-                                                    for s in self.streams})
-                         if config.daemon.listen else None)
+        self._sampler = self._group_sampler() if config.daemon.listen else None
+
+    def _group_sampler(self) -> GroupSampler:
+        from edged.daemon.metrics import GroupSampler  # only with HTTP on: see the imports
+
+        return GroupSampler(self.client, [(s.stream, s.group) for s in self.streams],
+                            dead_letters={s.stream: s.cfg.dead_letter_stream
+                                          for s in self.streams})
 
     def _open_outbox(self) -> Outbox | None:
         """The outbox, opened and checked: a damaged or foreign file raises OutboxUnusable
@@ -102,6 +110,8 @@ class Daemon:
         cfg = self.config.outbox
         if cfg is None:
             return None
+        from edged.outbox.service import Outbox  # only with [outbox]: see the imports
+
         shards = {s.stream: s.shards for s in self.config.streams if s.shards > 1}
         outbox = Outbox(cfg, {**shards, **cfg.shards})
         outbox.open()
@@ -145,6 +155,8 @@ class Daemon:
         """Run until stopped by a signal; returns the exit code."""
         health = self._http_server()
         if health is not None:
+            from edged.daemon.http import ListenError
+
             try:
                 await health.bind()  # before any Redis I/O: a taken port stops us here
             except ListenError as exc:
@@ -200,10 +212,17 @@ class Daemon:
         outbox = self.outbox
         if not listen and outbox is None:
             return None
+        # Only with HTTP or an outbox: see the imports.
+        from edged.daemon.http import HealthServer, PublishSocket
+        from edged.daemon.metrics import make_registry
+
         registry = make_registry(self.status, self._sampler,
                                  self._trimmer.states if self._trimmer else None)
         if outbox is None:
             return HealthServer(listen, self.status, registry)
+        from edged.outbox.metrics import OutboxCollector
+        from edged.outbox.route import publish_request
+
         registry.register(OutboxCollector(outbox))
         socket = outbox.cfg.socket
         return HealthServer(
