@@ -120,10 +120,11 @@ class Scripts:
         self._delete_consumer = _Script(client, source("delete_consumer"))
         self._trim = _Script(client, source("trim"))
 
-    # The source travels with every pipelined ack (EVAL, not EVALSHA): a server that lost its
-    # script cache (restart, failover, SCRIPT FLUSH) must not make the reader's ack fail while
-    # the read in the same pipeline succeeds. The script is small next to the ids it carries.
+    # The reader carries acks by SHA1 on one server (consume/wire.py: it sends the source right
+    # after a NOSCRIPT) and by source in a cluster's pipeline, where redirects and retries are
+    # redis-py's: a server that lost its script cache must not fail the ack beside a read.
     FENCED_ACK_SOURCE = source("fenced_ack")
+    FENCED_ACK_SHA = hashlib.sha1(FENCED_ACK_SOURCE.encode()).hexdigest()
     DEAD_LETTER_SOURCE = source("dead_letter")
 
     def fenced_ack_args(

@@ -54,7 +54,8 @@ class Acker:
         self._ready = anyio.Event()
         self._signalled = False  # mirrors _ready.is_set() without a call per entry
         self._closing = False
-        self.wake_reader: Callable[[], None] = lambda: None
+        # Told how many finished ids wait, after each one: the reader decides when to carry them.
+        self.on_finished: Callable[[int], None] = lambda waiting: None
 
     @property
     def pending(self) -> int:
@@ -65,7 +66,7 @@ class Acker:
         if not self._signalled:
             self._signalled = True
             self._ready.set()
-        self.wake_reader()
+        self.on_finished(len(self._ids))
 
     def take(self, limit: int = MAX_ACK_BATCH) -> list[str]:
         """Hand finished ids to the reader, which acks them in its next pipeline."""

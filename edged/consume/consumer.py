@@ -85,9 +85,12 @@ class StreamConsumer:
         state.set_paused(self.paused)
         # Reads ask for every free slot: under load, batch size beats overlap (measured).
         max_read = min(cfg.concurrency, MAX_READ)
+        # While workers have entries left to start, the reader waits for a quarter of a read's
+        # worth of finished ids: a round trip per handful would cost more than it overlaps.
+        state.carry_min = max(1, max_read // 4)
         self._acker = Acker(self._scripts, cfg.stream, cfg.group, consumer, state.stats,
                             state.acked, others=cfg.concurrency, health=self.health)
-        self._acker.wake_reader = state.wake_reader
+        self._acker.on_finished = state.acks_waiting
         self._group = GroupKeeper(state, self._client)
         self._ownership = Ownership(state, self._scripts)
         reclaimer = Reclaimer(state, self._scripts, self._group, self._ownership, max_read)

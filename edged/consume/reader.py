@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from edged.connect.transient import TRANSIENT_ERRORS
 from edged.consume.acker import Acker
@@ -22,6 +22,7 @@ from edged.consume.group import GroupKeeper
 from edged.consume.ownership import Ownership
 from edged.consume.reclaim import Reclaimer
 from edged.consume.state import Item, StreamState
+from edged.consume.wire import Wire
 from edged.replies import text
 from edged.scripts import Scripts
 
@@ -55,13 +56,24 @@ class Reader:
         self._history: str | None = "0"  # where our own pending history continues; None once read
         self._recovered = 0
         self._idle = False  # a shard whose last read found nothing: it waits with COUNT 1
+        # One server: the reader's own connection (wire.py). A cluster client routes each
+        # command to its slot's node itself, through its pipeline.
+        self._wire = Wire(client) if isinstance(client, Redis) else None
 
     async def run(self) -> None:
         """Read until stopped; entries fetched after the stop are handed back at once."""
+        try:
+            await self._read_until_stopped()
+        finally:
+            if self._wire is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._wire.close()
+
+    async def _read_until_stopped(self) -> None:
         s = self._state
         acker = self._acker
         while not s.stopping:
-            if s.free <= 0 and not acker.pending:  # no coroutine per turn when slots are free
+            if not s.worth_a_round_trip(acker.pending):  # no coroutine per turn otherwise
                 await s.wait_for_slots(lambda: acker.pending)
             if s.stopping:
                 break
@@ -172,27 +184,48 @@ class Reader:
     async def _ack_and_read(self, ids: list[str], count: int, block: bool) -> Any:
         """One round trip: fenced-ack ``ids``, then XREADGROUP up to ``count`` entries."""
         if not ids:
-            return await self._client.execute_command(RAW_XREADGROUP,
-                                                      *self._read_args(count, block))
-        keys, args = self._acker.args(ids)
-        pipe = self._client.pipeline(transaction=False)
-        pipe.execute_command("EVAL", Scripts.FENCED_ACK_SOURCE, len(keys), *keys, *args)
-        if count:
-            # Carrying acks: do not park them behind a blocking read of an idle stream.
-            pipe.execute_command(RAW_XREADGROUP, *self._read_args(count, False))
+            read = (RAW_XREADGROUP, *self._read_args(count, block))
+            if self._wire is None:
+                return await self._client.execute_command(*read)
+            (reply,) = await self._wire.call(read)
+            if isinstance(reply, Exception):
+                raise reply
+            return reply
+        # Carrying acks: do not park them behind a blocking read of an idle stream.
+        read = (RAW_XREADGROUP, *self._read_args(count, False))
         try:
-            results = await pipe.execute(raise_on_error=False)
+            results = await self._round_trip(ids, read if count else None)
         except BaseException:
             self._acker.put_back(ids)  # not known to be acked: the acker retries them
             raise
-        finally:
-            await pipe.reset()
         self._acker.settle_carried(ids, results[0])
         if not count:
             return None
         if isinstance(results[1], Exception):
             raise results[1]
         return results[1]
+
+    async def _round_trip(self, ids: list[str], read: tuple[Any, ...] | None) -> list[Any]:
+        """The fenced ack of ``ids`` and then ``read``, in one write; both replies."""
+        keys, args = self._acker.args(ids)
+        if self._wire is None:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.execute_command("EVAL", Scripts.FENCED_ACK_SOURCE, len(keys), *keys, *args)
+            if read:
+                pipe.execute_command(*read)
+            try:
+                return list(await pipe.execute(raise_on_error=False))
+            finally:
+                await pipe.reset()
+        ack = ("EVALSHA", Scripts.FENCED_ACK_SHA, len(keys), *keys, *args)
+        results = await self._wire.call(ack, read) if read else await self._wire.call(ack)
+        if isinstance(results[0], NoScriptError):
+            # The server lost its script cache (restart, failover, SCRIPT FLUSH): the read has
+            # gone through, so the ack follows at once by source, before anything it read runs.
+            # This consumer holds up to len(ids) entries over `concurrency` for that round trip.
+            (results[0],) = await self._wire.call(
+                ("EVAL", Scripts.FENCED_ACK_SOURCE, len(keys), *keys, *args))
+        return results
 
     async def _with_history_deliveries(self, raw_entries: list[Any]) -> list[Item]:
         """Our own pending entries re-read: their delivery count comes from XPENDING."""

@@ -47,6 +47,9 @@ class StreamState:
         self.slots = slots or Slots(cfg.concurrency)
         self.slots.listen(cfg.stream, self.wake_reader)
         self.held = 0
+        # Finished ids the reader waits for before a round trip while workers still have entries
+        # to start: carrying a handful at a time would cost a round trip per handful.
+        self.carry_min = 1
         self.inflight = InFlight()  # fetched here and not settled yet
         self.lost: set[str] = set()  # in flight here, but a peer owns them now
         self.retries = RetrySchedule(cfg.retry_backoff.seconds, cfg.retry_backoff_max.seconds)
@@ -113,9 +116,21 @@ class StreamState:
             self._reader_waiting = False
             self._slots.set()
 
+    def acks_waiting(self, waiting: int) -> None:
+        """Finished ids wait to be carried: wake the reader once they make a round trip worth
+        it, or once the workers have nothing left to start (then it carries what there is)."""
+        if self._reader_waiting and (waiting >= self.carry_min or not self.queue):
+            self._reader_waiting = False
+            self._slots.set()
+
+    def worth_a_round_trip(self, waiting: int) -> bool:
+        """Whether the reader should go to Redis now, with ``waiting`` finished ids to carry."""
+        return (self.free > 0 or waiting >= self.carry_min or (waiting > 0 and not self.queue)
+                or self.stopping)
+
     async def wait_for_slots(self, acks_waiting: Callable[[], int]) -> None:
-        """Park the reader while every slot is busy and no ack waits to be carried."""
-        while self.free <= 0 and not acks_waiting() and not self.stopping:
+        """Park the reader until a round trip is worth it (see ``worth_a_round_trip``)."""
+        while not self.worth_a_round_trip(acks_waiting()):
             self.slots.wait_turn(self.stream)
             self._slots = anyio.Event()
             self._reader_waiting = True
