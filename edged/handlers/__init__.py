@@ -13,13 +13,12 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
-import anyio.to_thread
 import msgspec
 
 from edged.config import ExecHandler, StreamConfig, config_error
 from edged.events import Event
 from edged.handlers.exec import run_exec
+from edged.handlers.threads import ThreadRunner
 
 HandlerCall = Callable[[Event], Awaitable[Any]]
 
@@ -84,13 +83,8 @@ def build_handler(cfg: StreamConfig, index: int, source: str = "<config>") -> Ha
                            f"stream {cfg.stream}: {exc}{hint}") from None
     if inspect.iscoroutinefunction(fn):
         return fn
-    # Sync handlers run in worker threads, at most `concurrency` at once for this stream.
-    limiter = anyio.CapacityLimiter(cfg.concurrency)
-
-    async def thread_call(event: Event) -> Any:
-        return await anyio.to_thread.run_sync(fn, event, limiter=limiter)
-
-    return thread_call
+    # Sync handlers run in threads of the stream's own, at most `concurrency` at once.
+    return ThreadRunner(fn, cfg.concurrency, f"edged-{cfg.stream}")
 
 
 _encode_json = msgspec.json.Encoder().encode
