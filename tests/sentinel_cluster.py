@@ -12,6 +12,7 @@ default 5 s.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 from dataclasses import dataclass, field
@@ -161,8 +162,26 @@ class SentinelCluster:
         self.servers: dict[int, Server] = {}  # by port; the killed ones stay until restarted
         self.retired: list[Server] = []  # killed instances replaced by a restart on their port
         self.sentinels: list[SentinelProcess] = []
+        self.paused: set[int] = set()  # sentinels SIGSTOPped by a test: the views skip them
 
     # ------------------------------------------------------------------ lifecycle
+
+    def pause_sentinel(self, index: int) -> int:
+        """SIGSTOP sentinel ``index`` (by pid); its pid."""
+        proc = self.sentinels[index].proc
+        assert proc is not None
+        os.kill(proc.pid, signal.SIGSTOP)
+        self.paused.add(index)
+        return proc.pid
+
+    def resume_sentinel(self, index: int) -> None:
+        proc = self.sentinels[index].proc
+        if proc is not None and proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+        self.paused.discard(index)
+
+    def _live(self) -> list[SentinelProcess]:
+        return [s for i, s in enumerate(self.sentinels) if i not in self.paused]
 
     def start(self, timeout: float = 30.0) -> SentinelCluster:
         """Start everything and wait until it can fail over; on an error, stop what started."""
@@ -194,7 +213,9 @@ class SentinelCluster:
         self.wait_healthy(timeout)
 
     def stop(self) -> None:
-        """Stop everything we started, by pid; a paused server is resumed first."""
+        """Stop everything we started, by pid; a paused server or sentinel is resumed first."""
+        for index in list(self.paused):
+            self.resume_sentinel(index)
         for s in self.sentinels:
             s.stop()
         for srv in [*self.servers.values(), *self.retired]:
@@ -209,8 +230,8 @@ class SentinelCluster:
         return [s.address for s in self.sentinels]
 
     def primary_port(self) -> int | None:
-        """The primary on which every sentinel agrees, else None."""
-        ports = {s.current_primary() for s in self.sentinels}
+        """The primary on which every sentinel agrees (the paused ones aside), else None."""
+        ports = {s.current_primary() for s in self._live()}
         return ports.pop() if len(ports) == 1 else None
 
     def primary(self) -> Server:
@@ -220,7 +241,7 @@ class SentinelCluster:
 
     def primary_flags(self) -> list[set[str]]:
         """The flags each reachable sentinel gives the primary (``master``, ``s_down``, ...)."""
-        views = [s.view() for s in self.sentinels]
+        views = [s.view() for s in self._live()]
         return [set(v["primary"]["flags"].split(",")) for v in views if v is not None]
 
     def running_replicas(self, primary_port: int) -> list[Server]:
@@ -240,7 +261,7 @@ class SentinelCluster:
         replicas = self.running_replicas(port)
         if len(replicas) != 1 or not replica_link_up(replicas[0].port, port):
             return None
-        for s in self.sentinels:
+        for s in self._live():
             view = s.view()
             if view is None or len(view["peers"]) != 2 or view["primary"]["flags"] != "master":
                 return None

@@ -513,7 +513,8 @@ def test_daemon_waits_for_a_primary_behind_sentinel(
     wait_for(lambda: all("o_down" in f for f in cluster.primary_flags()), DEADLINE,
              what=fleet.explain("every sentinel to see the primary down", cluster.describe))
     d = fleet.start("sw1", [stream_cfg(stream)], cluster=cluster)
-    wait_for(lambda: "No master found" in d.output() or d.proc.poll() is not None, DEADLINE,
+    wait_for(lambda: "no sentinel named a primary" in d.output() or d.proc.poll() is not None,
+             DEADLINE,
              what=fleet.explain("the daemon to report that Sentinel has no primary"))
     fleet.assert_running()
     assert "ready:" not in d.output()

@@ -304,3 +304,28 @@ def _subscribed(s: SentinelProcess) -> bool:
     except (redis.ConnectionError, redis.TimeoutError):
         return False
     return any(cl.get("user") == SENTINEL_USER and int(cl.get("sub", 0)) > 0 for cl in clients)
+
+
+def test_a_wrong_sentinel_ca_is_reported_as_a_certificate_problem(
+    tls_cluster: TLSSentinelCluster, tmp_path: Path,
+) -> None:
+    """[redis.sentinel] tls names a CA that signed none of the sentinels' certificates.
+
+    Must hold: `edged publish` exits 69 with one short line that names each sentinel and says
+    the certificate was not accepted, not the client library's object dumps."""
+    c = tls_cluster
+    certs = c.certs
+    cfg = tmp_path / "wrong-ca.toml"
+    write_config(cfg, [{"stream": "s", "handler": HANDLER}], daemon={"consumer": "tls-ca"})
+    cfg.write_text(
+        f"[redis.sentinel]\nhosts = {_toml_list(c.tls_hosts)}\nservice = \"{SERVICE}\"\n"
+        f'tls = {{ ca-file = "{certs.other_ca}", cert-file = "{certs.client_cert}", '
+        f'key-file = "{certs.client_key}" }}\n' + cfg.read_text())
+    result = run_edged("publish", "s", "{}", "-c", str(cfg))
+    assert result.returncode == 69, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert len(lines[0]) < 800, lines[0]
+    assert "<redis" not in lines[0], lines[0]
+    for host in c.tls_hosts:
+        assert f"{host} certificate not accepted" in lines[0], lines[0]

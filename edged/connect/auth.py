@@ -33,6 +33,14 @@ NO_CLIENT_SETINFO: dict[str, Any] = (
 )
 
 
+def _check_readable(path: str, what: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path!r}: {exc.strerror or exc}") from None
+
+
 def read_secret(path: str | None, credential: str = CREDENTIAL_NAME) -> str | None:
     """The password from ``path`` (first line), else from systemd's credential ``credential``."""
     path = secret_path(path, credential)
@@ -158,10 +166,20 @@ def _why(exc: OSError | ssl.SSLError) -> str:
     return str(exc.strerror or type(exc).__name__)
 
 
-def tls_kwargs(tls: TLSConfig | None) -> dict[str, Any]:
-    """redis-py connection options for ``tls`` (empty when TLS is not configured)."""
+def tls_kwargs(tls: TLSConfig | None, where: str = "[redis.tls]") -> dict[str, Any]:
+    """redis-py connection options for ``tls`` (empty when TLS is not configured).
+
+    The files are checked here, before any connection: redis-py would report a missing one as
+    an OSError on connect, which reads as "Redis unavailable" and is retried for ever. A file
+    that cannot be read is a config error (78) naming ``where`` (the table), the field and
+    the path.
+    """
     if tls is None:
         return {}
+    for field, path in (("ca-file", tls.ca_file), ("cert-file", tls.cert_file),
+                        ("key-file", tls.key_file)):
+        if path is not None:
+            _check_readable(path, f"{where} {field}")
     kwargs: dict[str, Any] = {"ssl_cert_reqs": "required" if tls.verify else "none"}
     kwargs["ssl_check_hostname"] = tls.verify
     if tls.ca_file:

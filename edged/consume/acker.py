@@ -119,10 +119,10 @@ class Acker:
         # NOPERM on the script and the like: the stream is degraded (logged once per change).
         return max(delay, self._health.failed("ack", "XACK", self._stream, exc))
 
-    def _give_up(self, exc: Exception) -> None:
+    def _give_up(self, why: str) -> None:
         log.warning("stream %s: %d finished entries could not be acked (%s); they stay pending "
                     "and will be delivered again", self._stream, len(self._ids) + len(self._retry),
-                    exc)
+                    why)
 
     def close(self) -> None:
         """Flush what is left, then end ``run``."""
@@ -131,6 +131,21 @@ class Acker:
         self._ready.set()
 
     async def run(self, final_attempts: int = 5) -> None:
+        """Send what the reader did not carry; after ``close``, flush and return.
+
+        While closing, an ack that failed for want of Redis (down, a failover under way) is
+        tried again with backoff until the clean-up deadline cancels this (shutdown.py): a
+        failover often ends within it, and every entry acked then is not run twice. Other
+        errors (the script refused, no group) give up after ``final_attempts``.
+        """
+        try:
+            await self._run(final_attempts)
+        except anyio.get_cancelled_exc_class():
+            if self._closing and (self._ids or self._retry):
+                self._give_up("the clean-up time ran out")
+            raise
+
+    async def _run(self, final_attempts: int) -> None:
         backoff = Backoff(base=0.05, cap=2.0)
         failures_while_closing = 0
         while True:
@@ -153,10 +168,10 @@ class Acker:
                 )
             except (*TRANSIENT_ERRORS, RedisError) as exc:  # keep the ids; retry with backoff
                 self._retry[:0] = batch
-                if self._closing:
+                if self._closing and not isinstance(exc, TRANSIENT_ERRORS):
                     failures_while_closing += 1
                     if failures_while_closing >= final_attempts:
-                        self._give_up(exc)
+                        self._give_up(str(exc))
                         return
                 await anyio.sleep(self._failed(exc, backoff))
                 continue

@@ -38,10 +38,6 @@ from edged.scripts import Scripts
 
 log = logging.getLogger("edged.consumer")
 
-# A worker whose handlers never suspend lets the reader run after this many entries: it carries
-# the finished ones and fetches more while the rest of the batch runs (measured: 128 beat 32,
-# 64 and 256 at concurrency 512; 0.54x to 0.96x a raw loop).
-TURN = 128
 MAX_REMEMBERED_NAMES = 1_000  # decoded field names of one-field entries; bounded memory
 MAX_REMEMBERED_ERRORS = 10_000  # last errors kept for dead-letter reasons; bounded memory
 
@@ -85,6 +81,7 @@ class Workers:
         get = s.queue.get
         process = self._process
         running = s.running
+        turn = s.worker_turn
         ran = 0
         while True:
             # A fresh scope after each lost-lease cancellation; a grace-end cancellation comes
@@ -99,7 +96,7 @@ class Workers:
                     await process(item)
                     running[index] = None
                     ran += 1
-                    if ran >= TURN:
+                    if ran >= turn:
                         # A handler that never suspends would run the whole batch before the
                         # reader could carry the first acks and fetch more: give it a turn.
                         ran = 0

@@ -17,6 +17,7 @@ import logging
 import anyio
 from redis.exceptions import RedisError
 
+from edged.backoff import Backoff
 from edged.connect.transient import TRANSIENT_ERRORS
 from edged.consume.state import Item, StreamState
 from edged.scripts import Scripts
@@ -100,14 +101,34 @@ class Ownership:
 
     async def release_ids(self, entries: list[tuple[str, int]], why: str) -> int:
         """Make (id, delivery) entries we own look long idle, their delivery count set to n-1;
-        returns how many were ours."""
-        s = self._state
-        # Not shielded: the caller's scope bounds it (the clean-up budget at a stop).
+        returns how many were ours.
+
+        At a stop, a hand-back that failed for want of Redis is tried again with backoff until
+        the clean-up deadline (the caller's scope) ends it: a failover under way often ends
+        within it, and a handed-back entry is taken by a peer at once, not after claim-idle.
+        """
         try:
-            released = await self._scripts.fenced_release(s.stream, s.group, s.consumer, entries)
-        except (*TRANSIENT_ERRORS, RedisError) as exc:  # NOGROUP, OOM...: leave it, go on
-            log.warning("stream %s: could not hand back %d entries (%s); they are taken "
-                        "after claim-idle", s.stream, len(entries), exc)
-            return 0
-        log.info("stream %s: handed back %d %s entries", s.stream, released, why)
-        return released
+            released = await self._release_retrying(entries)
+        except anyio.get_cancelled_exc_class():
+            if self._state.stopping:
+                self._not_handed_back(entries, "the clean-up time ran out")
+            raise
+        if released is not None:
+            log.info("stream %s: handed back %d %s entries", self._state.stream, released, why)
+        return released or 0
+
+    async def _release_retrying(self, entries: list[tuple[str, int]]) -> int | None:
+        s = self._state
+        backoff = Backoff(base=0.1, cap=2.0)
+        while True:
+            try:
+                return await self._scripts.fenced_release(s.stream, s.group, s.consumer, entries)
+            except (*TRANSIENT_ERRORS, RedisError) as exc:  # NOGROUP, OOM...: leave it, go on
+                if not (s.stopping and isinstance(exc, TRANSIENT_ERRORS)):
+                    self._not_handed_back(entries, str(exc))
+                    return None
+            await anyio.sleep(backoff.next_delay())
+
+    def _not_handed_back(self, entries: list[tuple[str, int]], why: str) -> None:
+        log.warning("stream %s: could not hand back %d entries (%s); they are taken after "
+                    "claim-idle", self._state.stream, len(entries), why)

@@ -50,6 +50,9 @@ class StreamState:
         # Finished ids the reader waits for before a round trip while workers still have entries
         # to start: carrying a handful at a time would cost a round trip per handful.
         self.carry_min = 1
+        # A worker whose handlers never suspend lets the reader run after this many entries, so
+        # it carries the finished ones and fetches more while the rest of the batch runs.
+        self.worker_turn = 128
         self.inflight = InFlight()  # fetched here and not settled yet
         self.lost: set[str] = set()  # in flight here, but a peer owns them now
         self.retries = RetrySchedule(cfg.retry_backoff.seconds, cfg.retry_backoff_max.seconds)

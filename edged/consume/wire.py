@@ -34,8 +34,7 @@ class Wire:
         if conn is None:
             conn = self._conn = await self._pool.get_connection()
         try:
-            await conn.send_packed_command(b"".join(map(pack_command, commands)),
-                                           check_health=False)
+            await self._send(conn, b"".join(map(pack_command, commands)))
             replies: list[Any] = []
             for _ in commands:
                 try:
@@ -47,6 +46,20 @@ class Wire:
             with anyio.CancelScope(shield=True):
                 await self.close()
             raise
+
+    @staticmethod
+    async def _send(conn: AbstractConnection, data: bytes) -> None:
+        """Write ``data``. redis-py's send wraps every write in ``asyncio.wait_for``, a task per
+        write; a write that fits the transport's buffer needs no waiting at all, so it goes
+        straight to the stream writer (redis-py is pinned below 9 for such internals) and only
+        a full buffer takes the timed path."""
+        writer = getattr(conn, "_writer", None)
+        if not conn.is_connected or writer is None or writer.transport.is_closing():
+            await conn.send_packed_command(data, check_health=False)
+            return
+        writer.write(data)
+        if writer.transport.get_write_buffer_size():  # not all of it went to the socket
+            await conn.send_packed_command(b"", check_health=False)  # drains, with the timeout
 
     async def close(self) -> None:
         """Give the connection back to the pool, disconnected (it may hold unread replies)."""

@@ -97,6 +97,9 @@ SERVER_FAULTS = {
 SENTINEL_FAULTS = {
     "primary-kill": (1, 1.0, 5.0),
     "primary-stop": (1, 0.5, 6.0),
+    # A hung sentinel (SIGSTOP: it accepts connections and never answers), alone or under a
+    # primary fault: lookups and the +switch-master subscriptions must not wait for it.
+    "sentinel-stop": (1, 3.0, 12.0),
 }
 # --cluster. The pause is: from the promotion of the replica until the killed primary is
 # started again (primary-kill); until SIGCONT, under the node timeout so that no failover
@@ -147,6 +150,8 @@ class Fault:
             "primary-kill": f"SIGKILL the primary, restart it as a replica {self.pause:.1f}s "
                             f"after the failover",
             "primary-stop": f"SIGSTOP the primary, SIGCONT after {self.pause:.1f}s",
+            "sentinel-stop": f"SIGSTOP sentinel {self.slot % 3}, SIGCONT after "
+                             f"{self.pause:.1f}s",
             "primary-stop-long": f"SIGSTOP the primary until its replica is promoted, SIGCONT "
                                  f"{self.pause:.1f}s later (it must be demoted)",
             "slot-migrate": f"migrate a stream's slot to another primary, one key per MIGRATE, "
@@ -893,6 +898,23 @@ class History:
             played = self.sentinel_fault(self.target, fault)
         (self.played if played else self.skipped)[fault.kind] += 1
 
+    def sentinel_stop(self, cluster: SentinelCluster, fault: Fault) -> bool:
+        """Hang one sentinel for a while; primary faults may come meanwhile (the two others
+        keep the quorum of 2). One at a time."""
+        if cluster.paused:
+            self.log("  skipped: a sentinel is already paused")
+            return False
+        index = fault.slot % len(cluster.sentinels)
+        pid = cluster.pause_sentinel(index)
+        self.log(f"  SIGSTOP sentinel {index} pid {pid}")
+
+        def resume() -> None:
+            cluster.resume_sentinel(index)
+            self.log(f"SIGCONT sentinel {index} pid {pid}")
+
+        self.later(fault.pause, "SIGCONT sentinel", resume)
+        return True
+
     def daemon_fault(self, fault: Fault) -> bool:
         # The planned slot, else the next running one (a paused or restarting daemon is not
         # faulted again until it is back).
@@ -980,6 +1002,8 @@ class History:
 
     def sentinel_fault(self, target: SentinelTarget, fault: Fault) -> bool:
         cluster = target.cluster
+        if fault.kind == "sentinel-stop":
+            return self.sentinel_stop(cluster, fault)
         if target.busy or cluster.healthy() is None:
             self.log("  skipped: the cluster is not healthy yet")
             return False

@@ -85,7 +85,7 @@ def test_plan_is_a_function_of_the_seed() -> None:
     assert plan(7, 120, False) == plan(7, 120, False)
     assert plan(7, 120, False) != plan(8, 120, False)
     kinds = {f.kind for f in plan(7, 600, True)}
-    assert {"primary-kill", "primary-stop"} <= kinds
+    assert {"primary-kill", "primary-stop", "sentinel-stop"} <= kinds
     assert not kinds & {"server-kill", "server-term"}
     assert all(f.at < 120 for f in plan(7, 120, False))
 
