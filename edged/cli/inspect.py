@@ -355,6 +355,18 @@ def _sampled(
 
 
 
+
+def _detail_filters(detail: bool, idle: str | None, consumer: str | None,
+                    min_deliveries: int | None, after: str | None) -> float | None:
+    """Check `edged pending`'s --detail filters; the --idle span in seconds, if given."""
+    from edged.admin.dlq import check_range_id
+
+    if not detail and (idle, consumer, min_deliveries, after) != (None, None, None, None):
+        raise UsageError("--idle, --consumer, --min-deliveries and --after go with --detail")
+    if after is not None:
+        check_range_id(after, "--after")
+    return _duration(idle, "--idle") if idle is not None else None
+
 @exits
 def pending(
     stream: StreamArg,
@@ -383,18 +395,12 @@ def pending(
 
     Over a sharded stream of the config: summed over its shards (--json adds each shard's).
     """
-    from edged.admin.dlq import check_range_id
     from edged.admin.pending import pending_entries_for, pending_summary_for
     from edged.admin.registry import read_registry
     from edged.admin.shards import resolve
     from edged.layout import key_prefix
 
-    filters = idle is not None or consumer is not None or min_deliveries is not None or after is not None
-    if filters and not detail:
-        raise UsageError("--idle, --consumer, --min-deliveries and --after go with --detail")
-    min_idle = _duration(idle, "--idle") if idle is not None else None
-    if after is not None:
-        check_range_id(after, "--after")
+    min_idle = _detail_filters(detail, idle, consumer, min_deliveries, after)
 
     if detail:
         async def fetch_page(client: "Redis", cfg: "Config") -> "PendingPage":
