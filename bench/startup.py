@@ -1,6 +1,7 @@
 """Wall time of short ``edged`` commands, each in a fresh process, hyperfine-style.
 
-Each command runs once untimed (warms the page cache, as hyperfine's ``--warmup 1``), then
+Each command runs once untimed (warms the page cache and writes bytecode caches, as hyperfine's
+``--warmup 1`` and an installed package), then
 ``runs`` times, timed around ``subprocess.run`` with ``time.perf_counter``: interpreter start,
 imports, the command, exit. Output goes to /dev/null. ``edged pending`` reads a stream set up
 here with a group and a few pending entries, on the benchmark's server.
@@ -8,6 +9,7 @@ here with a group and a few pending entries, on the benchmark's server.
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import time
@@ -61,11 +63,23 @@ def _prepare(client: redis.Redis) -> None:
     client.xreadgroup(GROUP, "bench-cli", {STREAM: ">"}, count=PENDING)
 
 
+def _installed_env() -> dict[str, str]:
+    """The environment, as on a host where edged was installed: with bytecode caches. pip
+    writes them for an installed package; a checkout gets them from the warm-up run. Without
+    this, PYTHONDONTWRITEBYTECODE (set in some shells and CI images) would have every run
+    compile edged from source and time the compiler."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def _time(argv: list[str], timing: Timing, runs: int) -> None:
+    env = _installed_env()
     for i in range(runs + 1):
         start = time.perf_counter()
         proc = subprocess.run(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, cwd=REPO_ROOT
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            cwd=REPO_ROOT, env=env,
         )
         elapsed = time.perf_counter() - start
         if proc.returncode != 0:
