@@ -110,20 +110,33 @@ async def test_sync_handlers_see_the_callers_context() -> None:
 
 async def test_a_cancelled_caller_waits_for_its_running_handler() -> None:
     """A thread cannot be stopped: the cancelled worker returns only once its handler has, so
-    the entry's outcome is never settled while the handler still runs."""
+    the entry's outcome is never settled while the handler still runs, and the cancellation
+    still reaches the worker (the entry stays pending instead of being settled by the result)."""
+    started = threading.Event()
     release = threading.Event()
     finished = threading.Event()
 
     def handler(event: Event) -> str:
+        started.set()
         release.wait(20)
         finished.set()
         return "done"
 
+    async def cancel_then_release(scope: anyio.CancelScope) -> None:
+        await anyio.to_thread.run_sync(started.wait, 20)
+        scope.cancel()
+        # Released from outside the cancelled scope, a while later: a caller that did not wait
+        # for its handler would be back before then.
+        threading.Timer(0.2, release.set).start()
+
     runner = ThreadRunner(handler, 1, "test")
     event = Event(stream="s", group="g", id="1-0", fields={}, payload=None, delivery=1)
-    with anyio.move_on_after(0.05) as scope:
+    returned = False
+    with anyio.CancelScope() as scope:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(anyio.to_thread.run_sync, lambda: (time.sleep(0.2), release.set()))
+            tg.start_soon(cancel_then_release, scope)
             await runner(event)
-    assert finished.is_set()  # the await above returned only after the handler did
+            returned = True
+    assert finished.is_set()  # the await above ended only after the handler did
     assert scope.cancelled_caught
+    assert not returned  # the result did not reach the caller: it was cancelled

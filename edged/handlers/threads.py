@@ -24,6 +24,7 @@ from queue import SimpleQueue
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from edged.events import Event
 
@@ -53,7 +54,11 @@ class ThreadRunner:
             threading.Thread(target=self._work, name=f"{self._name}-{self._threads}",
                              daemon=True).start()
         with anyio.CancelScope(shield=True):  # a running thread cannot be cancelled
-            return await future
+            result = await future
+        # A cancellation that came while the thread ran is delivered now, as for an async
+        # handler: the entry is left pending (lost lease, grace end), not settled by its result.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        return result
 
     def _work(self) -> None:
         jobs, fn = self._jobs, self._fn
