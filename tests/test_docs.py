@@ -22,7 +22,7 @@ def _anchor(heading: str) -> str:
 def test_readme_starts_with_the_two_commands() -> None:
     block = README.read_text().split("```sh\n", 1)[1].split("```", 1)[0].splitlines()
     assert block[0].endswith("edged start --embedded")
-    assert block[1].endswith("python -m pytest")
+    assert block[1].endswith("python -m pytest -n 2")
 
 
 def test_readme_reads_in_the_order_an_operator_meets_edged() -> None:
@@ -66,3 +66,20 @@ def test_the_license_is_the_one_pyproject_names() -> None:
     assert license_name == "Apache-2.0"
     text = (REPO / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text
+
+
+def test_every_delivery_promise_names_tests_that_exist() -> None:
+    """README's delivery promises each name their guarding tests; a renamed or deleted test
+    must not leave a promise pointing at nothing."""
+    section = README.read_text().split("\n## Delivery promises\n", 1)[1].split("\n## ", 1)[0]
+    promises = re.split(r"\n- ", section)[1:]
+    assert len(promises) >= 9
+    for promise in promises:
+        refs = re.findall(r"`(test_\w+\.py)(?:::(test_\w+))?`", promise)
+        assert refs, f"a delivery promise names no test: {promise[:80]!r}"
+        for file_name, test_name in refs:
+            test_file = REPO / "tests" / file_name
+            assert test_file.exists(), f"README names {file_name}, which does not exist"
+            if test_name:
+                assert re.search(rf"^(async )?def {test_name}\(", test_file.read_text(), re.M), (
+                    f"README names {file_name}::{test_name}, which does not exist")

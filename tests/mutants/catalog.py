@@ -29,7 +29,16 @@ CORE = [
         path="edged/consume/outcomes.py",
         old="if kv is None or delivery > self._max_deliveries or",
         new="if kv is None or delivery > self._max_deliveries + 1 or",
-        tests=("tests/test_faults.py::test_retries_back_off_without_waiting_for_claim_idle",),
+        tests=("tests/test_guard_max_deliveries.py",),
+        fast=True,
+    ),
+    Mutant(
+        name="last-allowed-delivery-dead-lettered-unrun",
+        promise="an entry's last allowed delivery (delivery == max-deliveries) still runs",
+        path="edged/consume/outcomes.py",
+        old="if kv is None or delivery > self._max_deliveries or",
+        new="if kv is None or delivery >= self._max_deliveries or",
+        tests=("tests/test_guard_max_deliveries.py",),
     ),
 ]
 
