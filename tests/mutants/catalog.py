@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.mutants import guards_runtime, guards_scripts
+from tests.mutants import guards_runtime, guards_scripts, guards_storage
 from tests.mutants.mutant import Mutant
 
 CORE = [
@@ -32,14 +32,6 @@ CORE = [
         tests=("tests/test_guard_max_deliveries.py",),
         fast=True,
     ),
-    Mutant(
-        name="last-allowed-delivery-dead-lettered-unrun",
-        promise="an entry's last allowed delivery (delivery == max-deliveries) still runs",
-        path="edged/consume/outcomes.py",
-        old="if kv is None or delivery > self._max_deliveries or",
-        new="if kv is None or delivery >= self._max_deliveries or",
-        tests=("tests/test_guard_max_deliveries.py",),
-    ),
 ]
 
 CORE.append(Mutant(
@@ -52,4 +44,5 @@ CORE.append(Mutant(
     fast=True,
 ))
 
-MUTANTS: list[Mutant] = [*CORE, *guards_scripts.MUTANTS, *guards_runtime.MUTANTS]
+MUTANTS: list[Mutant] = [*CORE, *guards_scripts.MUTANTS, *guards_runtime.MUTANTS,
+                         *guards_storage.MUTANTS]

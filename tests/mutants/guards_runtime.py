@@ -113,7 +113,8 @@ MUTANTS: list[Mutant] = [
         path="edged/consume/outcomes.py",
         old="delivery > self._max_deliveries or (s.lost",
         new="delivery >= self._max_deliveries or (s.lost",
-        tests=(LAST, BACKOFF),
+        tests=(LAST, BACKOFF,
+               "tests/test_guard_max_deliveries.py::test_the_last_allowed_delivery_still_runs"),
     ),
     Mutant(
         name="leases-renewed-only-every-claim-idle",
