@@ -183,3 +183,38 @@ async def test_an_entry_whose_copy_was_not_written_is_not_acked(
     assert [i.decode() for i, _ in r.xrange(dead)] == [last]
     assert consumer.stats.dead_lettered == 0
     assert "dead-letter" in consumer.health.problems
+
+
+async def test_an_ack_refused_inside_the_script_leaves_no_copy(
+    server: Server, r: redis.Redis, stream: str
+) -> None:
+    """The consumer's ACL user may run scripts and write every key but not XACK (-xack): the
+    XADD of the copy and the script pass the ACL, the script's XACK is refused. Must hold: no
+    copy stays behind for the refused attempt; once +xack is given back, X is dead-lettered
+    exactly once and acked."""
+    user, password = f"guard-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
+    dead = f"{stream}:dead"
+    r.execute_command("ACL", "SETUSER", user, "reset", "on", f">{password}", "~*", "&*", "+@all",
+                      "-xack")
+    url = server.url.replace("redis://", f"redis://{user}:{password}@")
+    client = edged_client(url, socket_timeout=30)
+
+    async def handler(event: Event) -> None:
+        raise Reject("bad")
+
+    consumer = make_consumer(client, stream, handler, concurrency=1, claim_idle=Duration(0.2),
+                             claim_interval=Duration(0.1), retry_backoff=Duration(0.05))
+    entry_id = add(r, stream)
+    try:
+        async with Consuming(consumer):
+            await until(lambda: "dead-letter" in consumer.health.problems,
+                        what="the first dead-lettering refused")
+            assert copies_of(r, dead, entry_id) == [], "a refused ack left its copy behind"
+            r.execute_command("ACL", "SETUSER", user, "+xack")
+            await until(lambda: consumer.stats.dead_lettered == 1, timeout=20,
+                        what=lambda: f"X dead-lettered; health {consumer.health.problems}")
+    finally:
+        await client.aclose()
+        r.execute_command("ACL", "DELUSER", user)
+    assert len(copies_of(r, dead, entry_id)) == 1, copies_of(r, dead, entry_id)
+    assert pending_rows(r, stream) == []

@@ -29,5 +29,11 @@ if not owned or #p == 0 then
   end
   return false
 end
-redis.call('XACK', stream, group, id)
+-- The ack refused (an ACL that allows EVAL but not XACK): no copy may stay behind, or the
+-- entry, still pending, would be dead-lettered again and leave a copy each time.
+local acked, err = pcall(redis.call, 'XACK', stream, group, id)
+if not acked then
+  redis.call('XDEL', dead, copy[1])
+  return redis.error_reply(err.err or tostring(err))
+end
 return copy[1]

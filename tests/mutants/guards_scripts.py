@@ -120,6 +120,15 @@ MUTANTS: list[Mutant] = [
         tests=(f"{DEAD_LETTER}::test_an_entry_whose_copy_was_not_written_is_not_acked",),
     ),
     Mutant(
+        name="dead-letter-ack-refused-keeps-the-copy",
+        promise="an entry is never both dead-lettered and still pending: an ack the script "
+                "cannot do takes the copy back",
+        path="edged/lua/dead_letter.lua",
+        old="  redis.call('XDEL', dead, copy[1])\n  return redis.error_reply(err.err or tostring(err))",
+        new="  return redis.error_reply(err.err or tostring(err))",
+        tests=(f"{DEAD_LETTER}::test_an_ack_refused_inside_the_script_leaves_no_copy",),
+    ),
+    Mutant(
         name="delete-consumer-script-ignores-pending",
         promise="dead consumers are removed only when they own nothing (checked in the script, "
                 "in the same step as the delete)",
