@@ -19,6 +19,7 @@ import redis
 
 from tests.servers import Server, free_port
 from tests.support import (
+    DEMO_PORT,
     DaemonProcess,
     pending_rows,
     process_gone,
@@ -327,6 +328,7 @@ def state(tmp_path: Path) -> Iterator[Path]:
         os.kill(int(record["pid"]), signal.SIGKILL)
 
 
+@DEMO_PORT
 def test_embedded_demo_without_config(
     tmp_path: Path, state: Path, spawned: list[DaemonProcess]
 ) -> None:
@@ -359,6 +361,7 @@ def test_embedded_demo_without_config(
     assert b"edged:demo" in aof and entry.encode() in aof, sorted(data.rglob("*"))
 
 
+@DEMO_PORT
 def test_embedded_with_config_runs_configured_streams(
     tmp_path: Path, state: Path, stream: str, spawned: list[DaemonProcess], r: redis.Redis,
 ) -> None:
