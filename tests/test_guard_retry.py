@@ -57,15 +57,15 @@ def add(r: redis.Redis, stream: str, body: bytes = b"{}") -> str:
 # --------------------------------------------------------------------------- leases
 
 
-AFTER = 4.0  # Retry(after=AFTER) on the first delivery
-CLAIM_IDLE = 1.0  # a quarter of AFTER: unleased, the entry would be taken after ~1 s
+AFTER = 6.0  # Retry(after=AFTER) on the first delivery
+CLAIM_IDLE = 1.5  # a quarter of AFTER: unleased, the entry would be taken after ~1.5 s
 
 
 async def test_waiting_retry_keeps_its_lease_until_due(
     client: Any, r: redis.Redis, stream: str,
 ) -> None:
-    """Two consumers of one group, claim-idle 1 s, claim-interval 100 ms (both reclaim all
-    the time). The handler raises Retry(after=4) on delivery 1 and returns on later ones.
+    """Two consumers of one group, claim-idle 1.5 s, claim-interval 100 ms (both reclaim all
+    the time). The handler raises Retry(after=6) on delivery 1 and returns on later ones.
 
     Must hold: the entry runs exactly twice in all, deliveries 1 then 2, and the second run
     starts no earlier than the first one finished plus 90% of `after` (a semantic bound,
