@@ -101,6 +101,9 @@ SENTINEL_FAULTS = {
     # primary fault: lookups and the +switch-master subscriptions must not wait for it.
     "sentinel-stop": (1, 3.0, 12.0),
 }
+# How long a sentinel stays in TILT mode after its timer jumped (Sentinel's fixed 30 s), with a
+# margin for a loaded machine.
+SENTINEL_TILT_PERIOD = 35.0
 # --cluster. The pause is: from the promotion of the replica until the killed primary is
 # started again (primary-kill); until SIGCONT, under the node timeout so that no failover
 # starts (primary-stop); from the promotion of the replica until SIGCONT (primary-stop-long:
@@ -797,6 +800,7 @@ class History:
         self.injected = 0
         self.inject_at = opts.duration * 0.4
         self.played: Counter[str] = Counter()  # faults played, by kind
+        self._sentinel_tilt_until = 0.0  # monotonic time the last paused sentinel leaves TILT
         self.skipped: Counter[str] = Counter()  # faults skipped (their target was not back yet)
 
     # ------------------------------------------------------------------ output
@@ -900,9 +904,17 @@ class History:
 
     def sentinel_stop(self, cluster: SentinelCluster, fault: Fault) -> bool:
         """Hang one sentinel for a while; primary faults may come meanwhile (the two others
-        keep the quorum of 2). One at a time."""
+        keep the quorum of 2). One at a time, and not while an earlier one is in TILT mode: a
+        sentinel whose timer jumped (as after a SIGSTOP) takes no part in a failover for 30 s
+        after it wakes. Two sentinels of three in TILT at once leave no quorum, and when they
+        come back the replica has been cut off from the dead primary for longer than they
+        accept ("-failover-abort-no-good-slave"): no failover ever. That is three faulty
+        sentinels of three, not the one bad sentinel edged must survive."""
         if cluster.paused:
             self.log("  skipped: a sentinel is already paused")
+            return False
+        if time.monotonic() < self._sentinel_tilt_until:
+            self.log("  skipped: the sentinel paused last is still in TILT mode")
             return False
         index = fault.slot % len(cluster.sentinels)
         pid = cluster.pause_sentinel(index)
@@ -910,6 +922,7 @@ class History:
 
         def resume() -> None:
             cluster.resume_sentinel(index)
+            self._sentinel_tilt_until = time.monotonic() + SENTINEL_TILT_PERIOD
             self.log(f"SIGCONT sentinel {index} pid {pid}")
 
         self.later(fault.pause, "SIGCONT sentinel", resume)
