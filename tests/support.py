@@ -12,16 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import pytest
-
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
-
-
-# `edged start --embedded` without a config serves the demo's /metrics on its documented
-# 127.0.0.1:9478: the tests that start it share one pytest-xdist worker (--dist loadgroup in
-# pyproject.toml), so two of them never race for the port.
-DEMO_PORT = pytest.mark.xdist_group("embedded-demo-port-9478")
 
 
 def _describe(what: str | Callable[[], str], condition: Callable[[], Any]) -> str:

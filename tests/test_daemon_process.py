@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import redis
 
+from tests.markers import DEMO_PORT
 from tests.servers import Server, free_port
 from tests.support import (
-    DEMO_PORT,
     DaemonProcess,
     pending_rows,
     process_gone,

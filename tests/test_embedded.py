@@ -12,8 +12,9 @@ from pathlib import Path
 
 import redis
 
+from tests.markers import DEMO_PORT
 from tests.servers import Server, free_port
-from tests.support import DEMO_PORT, DaemonProcess, process_gone, run_edged, wait_for, write_config
+from tests.support import DaemonProcess, process_gone, run_edged, wait_for, write_config
 from tests.support import test_env as edged_env
 from tests.test_daemon_process import _embedded_record as _record
 from tests.test_daemon_process import state  # noqa: F401 - fixture

@@ -22,7 +22,8 @@ from edged.config import Config, parse_config
 from edged.embedded_cluster import DEMO_STREAM, config_toml, on_cluster
 from edged.errors import ConfigError
 from edged.local_cluster import free_cluster_ports
-from tests.support import DEMO_PORT, DaemonProcess, process_gone, run_edged, wait_for, write_config
+from tests.markers import DEMO_PORT
+from tests.support import DaemonProcess, process_gone, run_edged, wait_for, write_config
 from tests.support import test_env as edged_env
 
 pytestmark = DEMO_PORT
