@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import fcntl
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,17 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     srv = Server(port=free_port(), data_dir=tmp_path_factory.mktemp("server")).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture
+def demo_port_lock() -> Iterator[None]:
+    """Held for a whole test that starts the embedded demo (it listens on 127.0.0.1:9478):
+    one such test at a time across pytest-xdist workers. Taken before the test's other
+    fixtures (tests.markers.DEMO_PORT uses it), so it is released after their teardown has
+    stopped the daemon."""
+    with (Path(tempfile.gettempdir()) / "edged-tests-demo-port.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture
