@@ -3,14 +3,15 @@ from __future__ import annotations
 import fcntl
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from tests.servers import Server, free_port
-from tests.support import DaemonProcess
+from tests.support import DaemonProcess, edged_client
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,15 @@ def demo_port_lock() -> Iterator[None]:
     with (Path(tempfile.gettempdir()) / "edged-tests-demo-port.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+@pytest.fixture
+async def client(server: Server) -> AsyncIterator[Any]:
+    """An asyncio client set up as the daemon sets up its own (tests.support.edged_client). Its
+    socket timeout outlasts every blocking read the tests ask for (read-block <= 10 s)."""
+    c = edged_client(server.url, socket_timeout=30)
+    yield c
+    await c.aclose()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -36,13 +35,6 @@ pytestmark = pytest.mark.anyio
 
 GROUP = "edged"
 
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[Any]:
-    # The socket timeout outlasts every blocking read the tests ask for (read_block <= 10 s).
-    c = edged_client(server.url, socket_timeout=30)
-    yield c
-    await c.aclose()
 
 
 

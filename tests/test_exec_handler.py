@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +20,7 @@ from edged.config import ExecHandler, StreamConfig
 from edged.durations import Duration
 from edged.handlers import build_handler
 from edged.keys import DEAD_ID, DEAD_REASON
-from tests.servers import Server
-from tests.support import Consuming, edged_client, make_consumer, process_gone, until
+from tests.support import Consuming, make_consumer, process_gone, until
 
 pytestmark = pytest.mark.anyio
 
@@ -77,12 +75,6 @@ def out(tmp_path: Path) -> Path:
     d.mkdir()
     return d
 
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[Any]:
-    c = edged_client(server.url, socket_timeout=30)
-    yield c
-    await c.aclose()
 
 
 def exec_handler(stream: str, argv: list[str], timeout: float = 20.0, **cfg: Any) -> Any:

@@ -18,7 +18,6 @@ holds writes in the order they came.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -36,12 +35,6 @@ pytestmark = pytest.mark.anyio
 GROUP = "edged"
 EXPIRY_MS = 300
 
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[Any]:
-    c = edged_client(server.url, socket_timeout=30)
-    yield c
-    await c.aclose()
 
 
 def prefix() -> str:

@@ -17,7 +17,6 @@ ACL SETUSER takes away write access to the stream while the handler runs.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -35,12 +34,6 @@ pytestmark = pytest.mark.anyio
 
 GROUP = "edged"
 
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[Any]:
-    c = edged_client(server.url, socket_timeout=30)
-    yield c
-    await c.aclose()
 
 
 def add(r: redis.Redis, stream: str, payload: bytes = b"{}") -> str:
@@ -101,23 +94,25 @@ async def test_dead_letter_is_one_step_when_a_peer_writes_between(
     assert [f for _, f in r.xrange(dead)][-1] == {b"peer": b"copy"}
 
 
-async def test_dead_letter_refused_half_way_leaves_no_copy(
-    server: Server, r: redis.Redis, stream: str
-) -> None:
-    """The consumer logs in as its own ACL user. On X's first delivery the handler takes away
-    the user's write access to the stream (the dead-letter stream stays writable) and rejects:
-    the ack cannot be done. Access comes back once the failure is seen; X is reclaimed and
-    rejected again. Must hold: the refused attempt left no copy behind, so X ends with exactly
-    one copy in the dead-letter stream (of its second delivery), and is acked."""
+async def refused_then_allowed(
+    server: Server, r: redis.Redis, stream: str, *, rules: list[str],
+    revoke: list[str] | None, allow: list[str],
+) -> str:
+    """Entry X, rejected on every delivery by a consumer logged in as its own ACL user (``+@all``
+    plus ``rules``). On X's first delivery the handler applies ``revoke`` (if any) before it
+    rejects; once the consumer reports the dead-lettering refused, ``allow`` is applied and X is
+    dead-lettered on a later delivery. Returns X's id, after checking, at the moment the
+    refusal is seen, that the refused attempt left no copy."""
     user, password = f"guard-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     dead = f"{stream}:dead"
-    r.execute_command("ACL", "SETUSER", user, "reset", "on", f">{password}", "~*", "&*", "+@all")
+    r.execute_command("ACL", "SETUSER", user, "reset", "on", f">{password}", "~*", "&*", "+@all",
+                      *rules)
     url = server.url.replace("redis://", f"redis://{user}:{password}@")
     client = edged_client(url, socket_timeout=30)
 
     async def handler(event: Event) -> None:
-        if event.delivery == 1:
-            r.execute_command("ACL", "SETUSER", user, "resetkeys", f"~{dead}", f"%R~{stream}")
+        if event.delivery == 1 and revoke:
+            r.execute_command("ACL", "SETUSER", user, *revoke)
         raise Reject("bad")
 
     consumer = make_consumer(client, stream, handler, concurrency=1, claim_idle=Duration(0.2),
@@ -127,12 +122,28 @@ async def test_dead_letter_refused_half_way_leaves_no_copy(
         async with Consuming(consumer):
             await until(lambda: "dead-letter" in consumer.health.problems,
                         what="the first dead-lettering refused")
-            r.execute_command("ACL", "SETUSER", user, "allkeys")
+            assert copies_of(r, dead, entry_id) == [], "a refused attempt left its copy behind"
+            r.execute_command("ACL", "SETUSER", user, *allow)
             await until(lambda: consumer.stats.dead_lettered == 1, timeout=20,
                         what=lambda: f"X dead-lettered; health {consumer.health.problems}")
     finally:
         await client.aclose()
         r.execute_command("ACL", "DELUSER", user)
+    return entry_id
+
+
+async def test_dead_letter_refused_half_way_leaves_no_copy(
+    server: Server, r: redis.Redis, stream: str
+) -> None:
+    """The consumer logs in as its own ACL user. On X's first delivery the handler takes away
+    the user's write access to the stream (the dead-letter stream stays writable) and rejects:
+    the ack cannot be done. Access comes back once the failure is seen; X is reclaimed and
+    rejected again. Must hold: the refused attempt left no copy behind, so X ends with exactly
+    one copy in the dead-letter stream (of its second delivery), and is acked."""
+    dead = f"{stream}:dead"
+    entry_id = await refused_then_allowed(
+        server, r, stream, rules=[], revoke=["resetkeys", f"~{dead}", f"%R~{stream}"],
+        allow=["allkeys"])
     copies = copies_of(r, dead, entry_id)
     assert [c[DEAD_DELIVERIES.encode()] for c in copies] == [b"2"], copies
     assert pending_rows(r, stream) == []
@@ -192,29 +203,8 @@ async def test_an_ack_refused_inside_the_script_leaves_no_copy(
     XADD of the copy and the script pass the ACL, the script's XACK is refused. Must hold: no
     copy stays behind for the refused attempt; once +xack is given back, X is dead-lettered
     exactly once and acked."""
-    user, password = f"guard-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     dead = f"{stream}:dead"
-    r.execute_command("ACL", "SETUSER", user, "reset", "on", f">{password}", "~*", "&*", "+@all",
-                      "-xack")
-    url = server.url.replace("redis://", f"redis://{user}:{password}@")
-    client = edged_client(url, socket_timeout=30)
-
-    async def handler(event: Event) -> None:
-        raise Reject("bad")
-
-    consumer = make_consumer(client, stream, handler, concurrency=1, claim_idle=Duration(0.2),
-                             claim_interval=Duration(0.1), retry_backoff=Duration(0.05))
-    entry_id = add(r, stream)
-    try:
-        async with Consuming(consumer):
-            await until(lambda: "dead-letter" in consumer.health.problems,
-                        what="the first dead-lettering refused")
-            assert copies_of(r, dead, entry_id) == [], "a refused ack left its copy behind"
-            r.execute_command("ACL", "SETUSER", user, "+xack")
-            await until(lambda: consumer.stats.dead_lettered == 1, timeout=20,
-                        what=lambda: f"X dead-lettered; health {consumer.health.problems}")
-    finally:
-        await client.aclose()
-        r.execute_command("ACL", "DELUSER", user)
+    entry_id = await refused_then_allowed(server, r, stream, rules=["-xack"], revoke=None,
+                                          allow=["+xack"])
     assert len(copies_of(r, dead, entry_id)) == 1, copies_of(r, dead, entry_id)
     assert pending_rows(r, stream) == []

@@ -11,7 +11,6 @@ One StreamConsumer in process against the session server; the handler records wh
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -20,20 +19,13 @@ import redis
 
 from edged import Event
 from edged.durations import Duration
-from tests.servers import Server
-from tests.support import Consuming, edged_client, make_consumer, until
+from tests.support import Consuming, make_consumer, until
 
 pytestmark = pytest.mark.anyio
 
 GROUP = "edged"
 DEADLINE = 10.0  # generous: each wait takes well under a second
 
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[Any]:
-    c = edged_client(server.url, socket_timeout=30)
-    yield c
-    await c.aclose()
 
 
 def add(r: redis.Redis, stream: str, body: bytes = b"{}") -> str:

@@ -14,26 +14,18 @@ Script calls against the session server; the consumers are plain names in the gr
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis
 
 from edged.scripts import Scripts
-from tests.servers import Server
-from tests.support import edged_client, pending_rows
+from tests.support import pending_rows
 
 pytestmark = pytest.mark.anyio
 
 GROUP = "edged"
 
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[Any]:
-    c = edged_client(server.url, socket_timeout=30)
-    yield c
-    await c.aclose()
 
 
 def delivered_to(r: redis.Redis, stream: str, consumer: str) -> str:

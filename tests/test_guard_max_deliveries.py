@@ -12,7 +12,6 @@ one more delivery) without waiting for claim-idle.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -21,8 +20,7 @@ import redis
 from edged import Event
 from edged.durations import Duration
 from edged.keys import DEAD_DELIVERIES, DEAD_ID, DEAD_REASON
-from tests.servers import Server
-from tests.support import Consuming, edged_client, make_consumer, until
+from tests.support import Consuming, make_consumer, until
 
 pytestmark = pytest.mark.anyio
 
@@ -30,12 +28,6 @@ GROUP = "edged"
 MAX_DELIVERIES = 3
 LONG_IDLE_MS = 3_600_000
 
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[Any]:
-    c = edged_client(server.url, socket_timeout=30)
-    yield c
-    await c.aclose()
 
 
 def left_by_a_dead_peer(r: redis.Redis, stream: str, deliveries: int) -> str:

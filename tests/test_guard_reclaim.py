@@ -16,7 +16,6 @@ In process, against the session's real server. Entries are made to look idle wit
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -25,8 +24,7 @@ import redis
 
 from edged import Event
 from edged.durations import Duration
-from tests.servers import Server
-from tests.support import Consuming, edged_client, make_consumer, pending_rows, until
+from tests.support import Consuming, make_consumer, pending_rows, until
 
 pytestmark = pytest.mark.anyio
 
@@ -37,12 +35,6 @@ LONG_IDLE_MS = 3_600_000  # what XCLAIM ... IDLE sets: far past any claim-idle u
 CLAIM_IDLE = Duration(60)
 CLAIM_INTERVAL = Duration(0.1)
 
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[Any]:
-    c = edged_client(server.url, socket_timeout=30)
-    yield c
-    await c.aclose()
 
 
 def add(r: redis.Redis, stream: str, payload: bytes = b"{}") -> str:

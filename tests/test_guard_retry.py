@@ -16,7 +16,6 @@ StreamConsumers in process against the session server; handlers record each run.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,20 +25,13 @@ import redis
 
 from edged import Event, Retry
 from edged.durations import Duration
-from tests.servers import Server
-from tests.support import Consuming, edged_client, make_consumer, pending_rows, until
+from tests.support import Consuming, make_consumer, pending_rows, until
 
 pytestmark = pytest.mark.anyio
 
 GROUP = "edged"
 DEADLINE = 15.0
 
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[Any]:
-    c = edged_client(server.url, socket_timeout=30)
-    yield c
-    await c.aclose()
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -20,19 +19,12 @@ import redis
 from edged import Event, Reject, Retry
 from edged.durations import Duration
 from edged.handlers.threads import ThreadRunner
-from tests.servers import Server
-from tests.support import Consuming, edged_client, make_consumer, until
+from tests.support import Consuming, make_consumer, until
 
 pytestmark = pytest.mark.anyio
 
 GROUP = "edged"
 
-
-@pytest.fixture
-async def client(server: Server) -> AsyncIterator[Any]:
-    c = edged_client(server.url, socket_timeout=30)
-    yield c
-    await c.aclose()
 
 
 def add_many(r: redis.Redis, stream: str, n: int) -> list[str]:
