@@ -10,6 +10,7 @@ more than `concurrency` delivered-and-unacked entries of its own making.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 
@@ -51,7 +52,7 @@ class Acker:
         self._health = health or StreamHealth(stream, group)
         self._ids: list[str] = []  # finished; the reader or the acker may send them
         self._retry: list[str] = []  # an ack of these failed: only the acker sends them again
-        self._ready = anyio.Event()
+        self._ready = asyncio.Event()  # asyncio's: made once per batch (see state.py's _slots)
         self._signalled = False  # mirrors _ready.is_set() without a call per entry
         self._closing = False
         # Told how many finished ids wait, after each one: the reader decides when to carry them.
@@ -80,9 +81,9 @@ class Acker:
         self._signalled = True
         self._ready.set()
 
-    def args(self, ids: list[str]) -> tuple[list[str], list[str | int]]:
+    def args(self, ids: list[str], *, joined: bool = False) -> tuple[list[str], list[str | int]]:
         return self._scripts.fenced_ack_args(
-            self._stream, self._group, self._consumer, ids, self._others
+            self._stream, self._group, self._consumer, ids, self._others, joined=joined
         )
 
     def settle_carried(self, sent: list[str], result: int | Exception) -> None:
@@ -155,7 +156,7 @@ class Acker:
             if not self._ids and not self._retry:
                 if self._closing:
                     return
-                self._ready = anyio.Event()
+                self._ready = asyncio.Event()
                 self._signalled = False
                 continue
             if self._retry:

@@ -207,7 +207,7 @@ class Reader:
 
     async def _round_trip(self, ids: list[str], read: tuple[Any, ...] | None) -> list[Any]:
         """The fenced ack of ``ids`` and then ``read``, in one write; both replies."""
-        keys, args = self._acker.args(ids)
+        keys, args = self._acker.args(ids, joined=self._wire is None)
         if self._wire is None:
             pipe = self._client.pipeline(transaction=False)
             pipe.execute_command("EVAL", Scripts.FENCED_ACK_SOURCE, len(keys), *keys, *args)

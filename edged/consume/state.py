@@ -8,6 +8,7 @@ to retry, or lost to a peer), so this consumer never holds more than ``concurren
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -68,7 +69,10 @@ class StreamState:
         self.last_progress = time.monotonic()
         self.backoff = Backoff()  # the reader's; reset when a failover is announced
         self._wakeup = anyio.Event()  # ends a retry pause early: stop, or a failover announced
-        self._slots = anyio.Event()
+        # asyncio's Event, not anyio's, on the reader's path: anyio.Event() looks up the running
+        # backend each time it is made, and the reader makes one per wait: at concurrency 16
+        # that lookup was a tenth of the daemon's time (py-spy, bench). The backend is asyncio.
+        self._slots = asyncio.Event()
         self._reader_waiting = False
         # `edged pause`: no reads and no reclaims while set; running handlers finish.
         self.paused = False
@@ -135,7 +139,7 @@ class StreamState:
         """Park the reader until a round trip is worth it (see ``worth_a_round_trip``)."""
         while not self.worth_a_round_trip(acks_waiting()):
             self.slots.wait_turn(self.stream)
-            self._slots = anyio.Event()
+            self._slots = asyncio.Event()
             self._reader_waiting = True
             try:
                 await self._slots.wait()
