@@ -3,9 +3,15 @@
 ``anyio.to_thread.run_sync`` per event costs a limiter, a cancel scope, a future and a wake-up
 of the event loop for every entry: at concurrency 64 a no-op sync handler ran at 0.08x a raw
 loop (bench). Here the stream's threads (at most ``concurrency``, started when needed) take
-events from one queue and each keeps taking while there are more, so a batch needs few thread
-wake-ups; finished events are collected and handed back to the loop in one call for as many as
-finished meanwhile.
+events from one queue and each keeps taking while there are more; finished events are
+collected and handed back to the loop in one call for as many as finished meanwhile.
+
+Threads are woken sparingly: every thread woken per event made the loop and the threads fight
+over the GIL (py-spy at concurrency 64: most of the time went to handing it over). An event
+wakes a thread only when none is taking events; when events have waited ``HELP_AFTER`` behind
+busy threads (handlers that block), more are woken, one per waiting event. Fast handlers thus
+run on one thread after another's hand-off, and blocking ones still overlap up to
+``concurrency``, each starting at most ``HELP_AFTER`` late.
 
 The semantics are anyio's without abandoning: up to ``concurrency`` handlers run at once, each
 in a copy of the caller's context, and a worker that is cancelled (the grace ran out, a lost
@@ -20,7 +26,6 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from contextlib import suppress
-from queue import SimpleQueue
 from typing import Any
 
 import anyio
@@ -28,7 +33,10 @@ import anyio.lowlevel
 
 from edged.events import Event
 
-_Job = tuple[asyncio.Future[Any], Event, contextvars.Context]
+# How long an event may wait behind busy threads before another thread is woken for it.
+HELP_AFTER = 0.002
+
+_Job = tuple[asyncio.Future[Any], Event, contextvars.Context, float]
 _Done = tuple[asyncio.Future[Any], Any, BaseException | None]
 
 
@@ -37,22 +45,30 @@ class ThreadRunner:
         self._fn = fn
         self._size = size
         self._name = name
-        self._jobs: SimpleQueue[_Job] = SimpleQueue()
-        self._threads = 0
-        self._idle = 0  # threads waiting for a job; changed under the lock
-        self._done: deque[_Done] = deque()
         self._lock = threading.Lock()
+        # Under the lock: the events waiting for a thread (with when they came), the threads
+        # started, those taking events (woken or working) and those asleep.
+        self._jobs: deque[_Job] = deque()
+        self._wakeup = threading.Condition(self._lock)
+        self._threads = 0
+        self._active = 0
+        self._asleep = 0
+        self._check_due = False  # a look at events waiting behind busy threads is scheduled
+        self._done: deque[_Done] = deque()
         self._handing_back = False  # a hand-back to the loop is scheduled and has not run yet
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, event: Event) -> Any:
         loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._jobs.put((future, event, contextvars.copy_context()))
-        if self._idle == 0 and self._threads < self._size:
-            self._threads += 1
-            threading.Thread(target=self._work, name=f"{self._name}-{self._threads}",
-                             daemon=True).start()
+        now = loop.time()
+        with self._lock:
+            self._jobs.append((future, event, contextvars.copy_context(), now))
+            if self._active == 0:
+                self._wake_locked(1)
+            elif not self._check_due:
+                self._check_due = True
+                loop.call_at(now + HELP_AFTER, self._help)
         with anyio.CancelScope(shield=True):  # a running thread cannot be cancelled
             result = await future
         # A cancellation that came while the thread ran is delivered now, as for an async
@@ -60,21 +76,55 @@ class ThreadRunner:
         await anyio.lowlevel.checkpoint_if_cancelled()
         return result
 
-    def _work(self) -> None:
-        jobs, fn = self._jobs, self._fn
-        lock = self._lock
-        while True:
-            with lock:
-                self._idle += 1
-            future, event, context = jobs.get()
-            with lock:
-                self._idle -= 1
-            try:
-                result = context.run(fn, event)
-            except BaseException as exc:  # a handler's SystemExit fails its entry only
-                self._finished((future, None, exc))
+    def _wake_locked(self, wanted: int) -> None:
+        """Set up to ``wanted`` more threads taking events: asleep ones first, then new ones."""
+        wanted = min(wanted, self._size - self._active)
+        for _ in range(max(wanted, 0)):
+            self._active += 1
+            if self._asleep:
+                self._asleep -= 1
+                self._wakeup.notify()
             else:
-                self._finished((future, result, None))
+                self._threads += 1
+                threading.Thread(target=self._work, name=f"{self._name}-{self._threads}",
+                                 daemon=True).start()
+
+    def _help(self) -> None:
+        """On the loop: events that waited ``HELP_AFTER`` behind busy threads get threads."""
+        loop = self._loop
+        with self._lock:
+            self._check_due = False
+            if not self._jobs or loop is None:
+                return
+            now = loop.time()
+            waited = sum(1 for job in self._jobs if now - job[3] >= HELP_AFTER)
+            self._wake_locked(waited)
+            if len(self._jobs) > waited or (self._jobs and self._active < self._size):
+                self._check_due = True
+                loop.call_at(max(now, self._jobs[0][3]) + HELP_AFTER, self._help)
+
+    def _work(self) -> None:
+        fn, jobs, lock = self._fn, self._jobs, self._lock
+        lock.acquire()
+        try:
+            while True:
+                while jobs:
+                    future, event, context, _ = jobs.popleft()
+                    lock.release()
+                    try:
+                        result = context.run(fn, event)
+                    except BaseException as exc:  # a handler's SystemExit fails its entry only
+                        self._finished((future, None, exc))
+                    else:
+                        self._finished((future, result, None))
+                    finally:
+                        lock.acquire()
+                # Nothing left: asleep until _wake_locked counts this thread active again.
+                self._active -= 1
+                self._asleep += 1
+                self._wakeup.wait()
+        finally:
+            lock.release()
 
     def _finished(self, done: _Done) -> None:
         with self._lock:

@@ -136,4 +136,14 @@ MUTANTS: list[Mutant] = [
         new='release_waiting_retries(anyio.current_time(), why="waiting to retry")',
         tests=(f"{RETRY}::test_stop_hands_a_waiting_retry_to_a_peer_at_once",),
     ),
+    Mutant(
+        name="sync-handlers-behind-a-blocking-one-wait",
+        promise="up to `concurrency` sync handlers run at once: events waiting behind busy "
+                "threads get threads of their own",
+        path="edged/handlers/threads.py",
+        old="            self._wake_locked(waited)\n",
+        new="            self._wake_locked(0)\n",
+        tests=("tests/test_sync_handlers.py::"
+               "test_blocking_sync_handlers_run_concurrency_at_once_and_never_more",),
+    ),
 ]
