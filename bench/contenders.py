@@ -97,7 +97,10 @@ def run_edged(
     )
 
 
-def run_raw(client: redis.Redis, settings: Settings, entries: int, count: int) -> Result:
+def run_raw(client: redis.Redis, settings: Settings, entries: int, count: int,
+            same_count_as: int | None = None) -> Result:
+    """The raw loop; ``same_count_as``: a comparison row for edged at that concurrency (its
+    COUNT is that concurrency), not the headline raw row."""
     stream = "bench:raw:1"
     argv = python_module(
         "bench.raw",
@@ -113,6 +116,8 @@ def run_raw(client: redis.Redis, settings: Settings, entries: int, count: int) -
         str(count),
     )
     result = Result("raw", f"COUNT {count}, 1 XACK per batch", entries)
+    if same_count_as is not None:
+        result.extra["same_count_as"] = same_count_as
     return measure_drain(client, result, stream=stream, group=GROUP, argv=argv, timeout=settings.timeout)
 
 

@@ -44,9 +44,23 @@ class Report:
             for r in self.results
             if r.contender == contender
             and r.rate
+            and "same_count_as" not in r.extra  # a comparison row, not the headline raw loop
             and (batch is None or r.settings.startswith("batch=True") == batch)
         ]
         return max(rates, default=None)
+
+    def vs_raw_same_count(self, result: Result) -> float | None:
+        """An async edged row over the raw loop reading COUNT = its concurrency (or over the
+        headline raw loop when that reads no more than the concurrency)."""
+        if result.contender != "edged" or result.rate is None:
+            return None
+        if result.extra.get("handler") != "async":
+            return None
+        concurrency = result.extra.get("concurrency")
+        for r in self.results:
+            if r.contender == "raw" and r.extra.get("same_count_as") == concurrency and r.rate:
+                return result.rate / r.rate
+        return self.ratios(result)[0]
 
     def ratios(self, result: Result) -> tuple[float | None, float | None, float | None]:
         """``(edged/raw, edged/FastStream per entry, edged/FastStream batch)`` for an edged row.
@@ -119,6 +133,7 @@ class Report:
             "us_per_entry": 1e6 / r.rate if r.rate else None,
             "startup_seconds": r.startup_seconds,
             "edged_vs_raw": vs_raw,
+            "edged_vs_raw_same_count": self.vs_raw_same_count(r),
             "edged_vs_faststream": vs_fast,
             "edged_vs_faststream_batch": vs_batch,
             "error": r.error,
@@ -167,6 +182,7 @@ class Report:
             "entries/s",
             "µs/entry",
             "edged/raw",
+            "edged/raw same COUNT",
             "edged/FastStream",
             "edged/FS batch",
             "start-up s",
@@ -190,13 +206,14 @@ class Report:
                     num(r.rate, ",.0f"),
                     num(1e6 / r.rate if r.rate else None, ",.1f"),
                     ratio(vs_raw),
+                    ratio(self.vs_raw_same_count(r)),
                     ratio(vs_fast),
                     ratio(vs_batch),
                     num(r.startup_seconds, ".2f"),
                     verdict.cell() if verdict else "",
                 )
             )
-        return render(head, rows, set(range(2, 10)), failures)
+        return render(head, rows, set(range(2, 11)), failures)
 
     def _latency_table(self) -> list[str]:
         head = (

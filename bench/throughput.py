@@ -63,6 +63,16 @@ def run(
             "raw: redis.asyncio + hiredis, XREADGROUP COUNT/BLOCK 1000 then one XACK of the "
             "batch's ids, sequentially, no decoding."
         )
+        if "edged" in wanted:
+            # edged may hold at most `concurrency` entries, so each read asks for at most that
+            # many: the same loop reading as few per round trip shows what that bound costs.
+            for c in sorted({c for c in args.edged_concurrency if c < args.count}):
+                log(f"raw at COUNT {c} (edged's concurrency): {args.entries} entries")
+                record(contenders.run_raw(client, settings, args.entries, c, same_count_as=c))
+            notes.append(
+                "edged/raw same COUNT: against the raw loop reading COUNT = edged's concurrency, "
+                "the most entries edged may hold (same run)."
+            )
     if "faststream" in wanted:
         for mode in args.faststream_modes:
             if args.quick and mode == "batch":
@@ -92,6 +102,6 @@ def run(
                 _exec_note(results[-1])
         notes.append(
             "edged handlers: async = bench.handlers:noop (awaited), sync = bench.handlers:noop_sync "
-            '(a worker thread per call), exec = { exec = ["/bin/true"] } (a process per entry).'
+            '(on threads of the stream\'s own), exec = { exec = ["/bin/true"] } (a process per entry).'
         )
     return results, notes

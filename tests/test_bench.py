@@ -71,6 +71,11 @@ def test_latency_file_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 def test_report_renders_every_section_with_failures() -> None:
     raw = Result("raw", "COUNT 500", 1000, measured=1000, seconds=0.01, startup_seconds=0.2)
+    # The raw loop at edged's concurrency: a comparison row, never the headline raw figure.
+    raw_16 = Result("raw", "COUNT 16", 1000, measured=1000, seconds=0.04,
+                    extra={"same_count_as": 16})
+    edged_16 = Result("edged", "concurrency=16", 1000, measured=1000, seconds=0.05,
+                      extra={"handler": "async", "concurrency": 16})
     edged = Result(
         "edged",
         "concurrency=512",
@@ -95,7 +100,7 @@ def test_report_renders_every_section_with_failures() -> None:
     report = Report(
         server="valkey 9",
         cpus=2,
-        results=[raw, edged, failed],
+        results=[raw, raw_16, edged, edged_16, failed],
         sections=["throughput", "latency", "cli", "footprint"],
         latency=lat,
         startup=[
@@ -107,12 +112,16 @@ def test_report_renders_every_section_with_failures() -> None:
     text = report.to_table()
     row = next(line for line in text.splitlines() if "concurrency=512" in line)
     assert "0.50x" in row and row.endswith(">= 0.90x raw: MISSED")
+    row_16 = next(line for line in text.splitlines() if "concurrency=16  " in line)
+    assert "0.20x" in row_16 and "0.80x" in row_16  # against COUNT 500, and against COUNT 16
     assert "failed: boom" in text
     assert "p99 <= 2x raw's: met" in text
     assert "median <= 0.2 s: met" in text
     assert "<= idle + 10 MiB: MISSED" in text
     doc = json.loads(report.to_json())
-    assert doc["results"][1]["target_met"] is False
+    assert doc["results"][2]["target_met"] is False
+    assert doc["results"][2]["edged_vs_raw_same_count"] == 0.5  # no COUNT 512 row: the headline
+    assert doc["results"][3]["edged_vs_raw_same_count"] == 0.8
     assert doc["latency"][1]["p99_vs_raw"] == 1.5
     assert doc["cli_startup"][0]["median_s"] == 0.2
     assert doc["footprint"]["after_drain_target"] == {"target": "<= idle + 10 MiB", "met": False}

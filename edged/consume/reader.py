@@ -9,6 +9,7 @@ frees can be filled by that very read without ever holding more than ``concurren
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -27,6 +28,12 @@ from edged.replies import text
 from edged.scripts import Scripts
 
 log = logging.getLogger("edged.consumer")
+
+
+def _now() -> float:
+    """anyio.current_time() without its backend lookup (once per round trip): the asyncio
+    loop's clock, which is what anyio reads on this backend."""
+    return asyncio.get_running_loop().time()
 
 RAW_XREADGROUP = "XREADGROUP"
 MAX_READ = 2000
@@ -81,7 +88,7 @@ class Reader:
                 await s.wait_resumed()
                 continue
             # A clock read first: most turns have no reclaim or retry due, and pay no coroutine.
-            if (self._history is None and self._reclaimer.wake_at() <= anyio.current_time()
+            if (self._history is None and self._reclaimer.wake_at() <= _now()
                     and await self._reclaimer.run_due()):
                 continue
             items = await self._read_once()
@@ -169,7 +176,7 @@ class Reader:
 
     def _block_for(self) -> int:
         """BLOCK for a read: the configured one, cut short by the next reclaim or retry."""
-        wake = self._reclaimer.wake_at() - anyio.current_time()
+        wake = self._reclaimer.wake_at() - _now()
         return max(1, min(self._block_ms, int(wake * 1000) + 1))
 
     def _read_args(self, count: int, block: bool) -> list[Any]:
