@@ -146,4 +146,15 @@ MUTANTS: list[Mutant] = [
         tests=("tests/test_sync_handlers.py::"
                "test_blocking_sync_handlers_run_concurrency_at_once_and_never_more",),
     ),
+    Mutant(
+        name="cancelled-sync-handler-abandoned",
+        promise="a worker cancelled (lost lease, grace end) while its sync handler runs waits for "
+                "the handler and leaves the entry pending",
+        path="edged/handlers/threads.py",
+        old="                future.exception()  # the outcome is dropped: do not report it as "
+            "unretrieved\n            raise\n",
+        new="                future.exception()  # the outcome is dropped: do not report it as "
+            "unretrieved\n            return None\n",
+        tests=("tests/test_sync_handlers.py::test_a_cancelled_caller_waits_for_its_running_handler",),
+    ),
 ]
