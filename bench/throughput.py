@@ -104,4 +104,14 @@ def run(
             "edged handlers: async = bench.handlers:noop (awaited), sync = bench.handlers:noop_sync "
             '(on threads of the stream\'s own), exec = { exec = ["/bin/true"] } (a process per entry).'
         )
+        if "raw" in wanted:
+            # The host's load can move within a run: the raw loop again after the edged rows,
+            # and every ratio against the faster of its two runs (a stumbling raw sample would
+            # flatter edged).
+            log(f"raw again, after edged: {args.entries} entries")
+            again = contenders.run_raw(client, settings, args.entries, args.count)
+            again.settings += " (again, after edged)"
+            record(again)
+            notes.append("edged/raw: against the faster of the two raw COUNT "
+                         f"{args.count} runs, before and after the edged rows.")
     return results, notes
